@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Throwaway PostgreSQL 15 + TimescaleDB for the quick start, the tests and CI.
+#
+#   deploy/devdb.sh install   install PostgreSQL 15 and TimescaleDB if missing (needs root)
+#   deploy/devdb.sh start     initdb (once) into $DEVDB_DIR and start on a free loopback port;
+#                             prints the superuser URL and writes it to $DEVDB_DIR/url
+#   deploy/devdb.sh stop      stop the cluster
+#   deploy/devdb.sh url       print the URL of the running cluster
+#
+# TimescaleDB is not packaged for Debian 12, so `install` builds Debian 13's source package
+# (Apache edition) against PostgreSQL 15. A full (Community) edition already installed on the
+# machine is kept and used. Every step says what failed and what to do next.
+set -euo pipefail
+
+PG_VERSION=15
+PG_BIN=/usr/lib/postgresql/$PG_VERSION/bin
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DEVDB_DIR=${DEVDB_DIR:-$ROOT/.devdb}
+BUILD_DIR=${DEVDB_BUILD_DIR:-$DEVDB_DIR/build}
+# apache | timescale: which edition the cluster runs when the full edition is installed.
+LICENSE=${TIMESCALEDB_LICENSE:-}
+
+step() { printf '[devdb] %s\n' "$*" >&2; }
+fail() { printf '[devdb] FAILED: %s\n[devdb] next: %s\n' "$1" "$2" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    fail "'$*' needs root" "run 'sudo $0 install' once, or set DATABASE_URL to an existing TimescaleDB"
+  fi
+}
+
+timescaledb_installed() {
+  [ -f "/usr/share/postgresql/$PG_VERSION/extension/timescaledb.control" ] && \
+    ls "/usr/lib/postgresql/$PG_VERSION/lib/"timescaledb*.so >/dev/null 2>&1
+}
+
+full_edition_installed() {
+  ls "/usr/lib/postgresql/$PG_VERSION/lib/"timescaledb-tsl-*.so >/dev/null 2>&1
+}
+
+install_postgres() {
+  if [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_config" ] || [ -x "$PG_BIN/initdb" ] && command -v pg_config >/dev/null && [ -d "/usr/include/postgresql/$PG_VERSION/server" ]; then
+    return
+  fi
+  step "installing PostgreSQL $PG_VERSION from Debian"
+  as_root apt-get update -qq || fail "apt-get update" "check the network to Debian's mirrors"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    postgresql-$PG_VERSION postgresql-server-dev-$PG_VERSION postgresql-client-$PG_VERSION \
+    cmake gcc make dpkg-dev xz-utils libssl-dev >/dev/null \
+    || fail "apt-get install postgresql-$PG_VERSION" "run it by hand to see apt's error"
+}
+
+install_timescaledb() {
+  if timescaledb_installed; then
+    step "TimescaleDB already installed ($(full_edition_installed && echo full || echo apache) edition)"
+    return
+  fi
+  local src=/etc/apt/sources.list.d/devdb-trixie-src.sources
+  if ! apt-cache showsrc timescaledb 2>/dev/null | grep -q '^Version'; then
+    step "adding Debian 13 (trixie) source entries for timescaledb"
+    as_root tee "$src" >/dev/null <<SRC
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    as_root apt-get update -qq || fail "apt-get update with trixie sources" "check $src"
+  fi
+  mkdir -p "$BUILD_DIR"
+  ( cd "$BUILD_DIR" && rm -rf timescaledb-*/ && apt-get source -qq timescaledb >/dev/null 2>&1 ) \
+    || fail "apt-get source timescaledb" "check that dpkg-dev is installed and trixie deb-src is reachable"
+  local dir
+  dir=$(find "$BUILD_DIR" -maxdepth 1 -type d -name 'timescaledb-*' | head -1)
+  step "building $(basename "$dir") (Apache edition) against PostgreSQL $PG_VERSION"
+  ( cd "$dir" && cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPG_CONFIG="$PG_BIN/pg_config" \
+      -DSEND_TELEMETRY_DEFAULT=OFF -DUSE_TELEMETRY=OFF -DAPACHE_ONLY=1 -DREGRESS_CHECKS=OFF \
+      -DTAP_CHECKS=OFF -DWARNINGS_AS_ERRORS=OFF >"$BUILD_DIR/cmake.log" 2>&1 \
+    && make -C build -j"$(nproc)" >"$BUILD_DIR/make.log" 2>&1 ) \
+    || fail "building TimescaleDB" "read $BUILD_DIR/cmake.log and $BUILD_DIR/make.log"
+  as_root make -C "$dir/build" install >"$BUILD_DIR/install.log" 2>&1 \
+    || fail "installing TimescaleDB" "read $BUILD_DIR/install.log"
+  step "TimescaleDB installed"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+run_pg() {  # run a PostgreSQL binary as the cluster owner
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start() {
+  timescaledb_installed || fail "TimescaleDB is not installed" "run '$0 install' (as root)"
+  local data=$DEVDB_DIR/data
+  mkdir -p "$DEVDB_DIR"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$DEVDB_DIR"; chmod 755 "$DEVDB_DIR"; fi
+  if [ -f "$DEVDB_DIR/url" ] && run_pg "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    cat "$DEVDB_DIR/url"; return
+  fi
+  if [ ! -f "$data/PG_VERSION" ]; then
+    step "initdb $data"
+    run_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$DEVDB_DIR/initdb.log" 2>&1 \
+      || fail "initdb" "read $DEVDB_DIR/initdb.log"
+  fi
+  local license=$LICENSE
+  if [ -z "$license" ]; then full_edition_installed && license=timescale || license=apache; fi
+  local port
+  port=$(free_port)
+  cat >"$data/postgresql.auto.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$DEVDB_DIR'
+shared_preload_libraries = 'timescaledb'
+timescaledb.license = '$license'
+timescaledb.telemetry_level = off
+max_connections = 200
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+CONF
+  step "starting PostgreSQL on 127.0.0.1:$port (timescaledb.license=$license)"
+  run_pg "$PG_BIN/pg_ctl" -D "$data" -l "$DEVDB_DIR/postgres.log" -w -t 60 start >/dev/null \
+    || fail "starting PostgreSQL" "read $DEVDB_DIR/postgres.log"
+  echo "postgresql://postgres@127.0.0.1:$port/postgres" | tee "$DEVDB_DIR/url"
+}
+
+stop() {
+  [ -f "$DEVDB_DIR/data/PG_VERSION" ] || return 0
+  run_pg "$PG_BIN/pg_ctl" -D "$DEVDB_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+  rm -f "$DEVDB_DIR/url"
+}
+
+case "${1:-}" in
+  install) install_postgres; install_timescaledb ;;
+  start) start ;;
+  stop) stop ;;
+  url) cat "$DEVDB_DIR/url" ;;
+  *) echo "usage: $0 install|start|stop|url" >&2; exit 2 ;;
+esac
