@@ -1,0 +1,338 @@
+"""IG REST, used only as a fallback and always within one shared points budget.
+
+Login goes through trading-ig's `IGService` (v2 by default, v3 supported), and prices are read
+from `GET /prices/{epic}` v3 through that service's own authenticated session. We call the
+endpoint directly rather than `fetch_historical_prices_by_epic`, which drops the resolution
+without pandas and indexes rows by UK local time (reference/ig-streaming.md, section 3).
+
+The budget lives in the database (`rest_allowance`, `rest_spend`), shared by the collector's
+gap backfill and the bot's freshness fallback: every response's allowance is stored, every
+spend recorded, and a 403 "allowance exceeded" stops all REST history use until IG's expiry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from . import logs
+from . import timeframes as tfs
+from .config import Settings
+from .market_hours import market_buckets
+from .models import Candle
+
+log = logging.getLogger(__name__)
+
+ALLOWANCE_EXCEEDED = "error.public-api.exceeded-account-historical-data-allowance"
+ASSUMED_WEEKLY_ALLOWANCE = 10_000
+WEEK_S = 7 * 24 * 3600
+
+
+class RestError(RuntimeError):
+    """A REST call failed; the message says what to do next."""
+
+
+class AllowanceExhausted(RestError):
+    """IG refused: the weekly historical-data allowance is spent until `expires_at`."""
+
+    def __init__(self, expires_at: dt.datetime) -> None:
+        super().__init__(
+            f"IG historical-data allowance exhausted until {expires_at:%Y-%m-%d %H:%M} UTC; "
+            "REST backfill resumes after that"
+        )
+        self.expires_at = expires_at
+
+
+class BudgetExceeded(RestError):
+    """Our own budget (allowance minus the reserve) cannot cover the request."""
+
+
+class LoginFailed(RestError):
+    """Credentials or API key refused; retrying will not help until they are fixed."""
+
+
+@dataclass(frozen=True)
+class IGSession:
+    cst: str
+    xst: str
+    account_id: str
+    lightstreamer_endpoint: str
+
+    @property
+    def stream_password(self) -> str:
+        return f"CST-{self.cst}|XST-{self.xst}"
+
+
+@dataclass(frozen=True)
+class Allowance:
+    remaining: int
+    total: int
+    expires_at: dt.datetime
+    exhausted: bool
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class RestBudget:
+    """The REST points budget shared through the database by every spender."""
+
+    def __init__(
+        self, db_url: str, spender: str, reserve_points: int = 0, now: Callable[[], dt.datetime] = _utcnow
+    ):
+        self.db_url, self.spender, self.reserve_points, self._now = db_url, spender, reserve_points, now
+
+    def _conn(self) -> psycopg.Connection:
+        return psycopg.connect(self.db_url, autocommit=True, application_name=f"{self.spender} rest-budget")
+
+    def state(self) -> Allowance | None:
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT remaining, total, expires_at, exhausted FROM rest_allowance"
+            ).fetchone()
+        return Allowance(*row) if row else None
+
+    def available(self) -> int:
+        """Points this spender may use now (IG's remaining minus the reserve kept for others)."""
+        st = self.state()
+        now = self._now()
+        if st is None or st.expires_at <= now:
+            # Never asked IG, or the period rolled over: IG resets to the full weekly allowance.
+            total = st.total if st else ASSUMED_WEEKLY_ALLOWANCE
+            return max(0, total - self.reserve_points)
+        if st.exhausted:
+            return 0
+        return max(0, st.remaining - self.reserve_points)
+
+    def check(self, points: int) -> None:
+        st = self.state()
+        if st and st.exhausted and st.expires_at > self._now():
+            raise AllowanceExhausted(st.expires_at)
+        have = self.available()
+        if points > have:
+            raise BudgetExceeded(
+                f"{self.spender} needs {points} REST points but the budget allows {have} "
+                f"(IG remaining minus a reserve of {self.reserve_points}); "
+                "wait for the weekly reset or lower COLLECTOR_REST_RESERVE_POINTS"
+            )
+
+    def record(self, allowance: dict[str, Any] | None, *, points: int, pair: str, resolution: str,
+               range_from: dt.datetime, range_to: dt.datetime, purpose: str) -> None:  # fmt: skip
+        with self._conn() as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO rest_spend (spender, pair, resolution, range_from, range_to, points, purpose) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (self.spender, pair, resolution, range_from, range_to, points, purpose),
+            )
+            if allowance:
+                self._store_allowance(conn, allowance, exhausted=False)
+
+    def mark_exhausted(self, allowance: dict[str, Any] | None) -> dt.datetime:
+        with self._conn() as conn:
+            if allowance:
+                self._store_allowance(conn, allowance, exhausted=True)
+            else:
+                # IG's 403 carries no expiry: keep the last known one, or assume a week.
+                conn.execute(
+                    "INSERT INTO rest_allowance (remaining, total, expires_at, exhausted, updated_by) "
+                    "VALUES (0, %s, %s, true, %s) ON CONFLICT (id) DO UPDATE SET remaining = 0, "
+                    "exhausted = true, updated_at = now(), updated_by = EXCLUDED.updated_by, "
+                    "expires_at = CASE WHEN rest_allowance.expires_at > now() "
+                    "THEN rest_allowance.expires_at ELSE EXCLUDED.expires_at END",
+                    (ASSUMED_WEEKLY_ALLOWANCE, self._now() + dt.timedelta(seconds=WEEK_S), self.spender),
+                )
+            return conn.execute("SELECT expires_at FROM rest_allowance").fetchone()[0]
+
+    def _store_allowance(self, conn: psycopg.Connection, a: dict[str, Any], *, exhausted: bool) -> None:
+        expires = self._now() + dt.timedelta(seconds=int(a.get("allowanceExpiry", WEEK_S)))
+        conn.execute(
+            "INSERT INTO rest_allowance (remaining, total, expires_at, exhausted, updated_by) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET remaining = EXCLUDED.remaining, "
+            "total = EXCLUDED.total, expires_at = EXCLUDED.expires_at, exhausted = EXCLUDED.exhausted, "
+            "updated_at = now(), updated_by = EXCLUDED.updated_by",
+            (int(a["remainingAllowance"]), int(a["totalAllowance"]), expires, exhausted, self.spender),
+        )
+
+
+def _fmt(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _parse_utc(s: str) -> int:
+    return int(dt.datetime.fromisoformat(s).replace(tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def candle_from_ig(pair: str, timeframe: str, p: dict[str, Any]) -> Candle:
+    """One `prices[]` entry of `/prices` v3 as a REST candle keyed by its UTC bucket start."""
+
+    def px(field: str, side: str) -> float:
+        v = p[field][side]
+        if v is None:
+            raise ValueError(f"{pair} {p.get('snapshotTimeUTC')}: {field}.{side} is null")
+        return float(v)
+
+    return Candle(
+        pair=pair, timeframe=timeframe, bucket_ms=_parse_utc(p["snapshotTimeUTC"]),
+        bid_open=px("openPrice", "bid"), bid_high=px("highPrice", "bid"),
+        bid_low=px("lowPrice", "bid"), bid_close=px("closePrice", "bid"),
+        ask_open=px("openPrice", "ask"), ask_high=px("highPrice", "ask"),
+        ask_low=px("lowPrice", "ask"), ask_close=px("closePrice", "ask"),
+        ticks=int(p.get("lastTradedVolume") or 0), complete=True, source="rest",
+    )  # fmt: skip
+
+
+class RestClient:
+    """Login, epic checks and budgeted candle fetches. One instance per thread (requests session)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        spender: str,
+        db_url: str | None = None,
+        reserve_points: int | None = None,
+        now_ms: Callable[[], int] | None = None,
+    ) -> None:
+        settings.require("ig_username", "ig_password", "ig_api_key")
+        self.settings = settings
+        self.spender = spender
+        self._now_ms = now_ms or (lambda: int(time.time() * 1000))
+        url = db_url or settings.database_url
+        reserve = settings.rest_reserve_points if reserve_points is None else reserve_points
+        self.budget = RestBudget(url, spender, reserve) if url else None
+        self._svc: Any = None
+        for secret in (settings.ig_password, settings.ig_api_key):
+            if secret is not None:
+                logs.register_secret(secret.get_secret_value())
+
+    # --- session ------------------------------------------------------------------------------
+    def login(self) -> IGSession:
+        from trading_ig import IGService
+
+        s = self.settings
+        svc = IGService(
+            s.ig_username, s.ig_password.get_secret_value(), s.ig_api_key.get_secret_value(),
+            acc_type=s.ig_acc_type, acc_number=s.ig_account_id, return_dataframe=False, return_munch=False,
+        )  # fmt: skip
+        svc.BASE_URL = svc.crud_session.BASE_URL = s.rest_url
+        try:
+            body = svc.create_session(version=s.ig_api_version)
+            if s.ig_api_version == "3":
+                svc.read_session(fetch_session_tokens="true")
+        except Exception as e:  # trading-ig raises bare Exception with IG's errorCode
+            msg = str(e)
+            if "invalid-details" in msg or "api-key" in msg or "invalid" in msg.lower():
+                raise LoginFailed(
+                    f"IG refused the login ({msg}); check IG_USERNAME, IG_PASSWORD, IG_API_KEY"
+                ) from None
+            raise RestError(f"IG login failed: {msg}; will retry") from None
+        cst, xst = svc.session.headers.get("CST"), svc.session.headers.get("X-SECURITY-TOKEN")
+        if not cst or not xst:
+            raise RestError("IG login returned no CST/X-SECURITY-TOKEN; the stream cannot authenticate")
+        for token in (cst, xst):
+            logs.register_secret(token)
+        self._svc = svc
+        account = body.get("currentAccountId") or body.get("accountId") or s.ig_account_id or ""
+        return IGSession(
+            cst=cst, xst=xst, account_id=account, lightstreamer_endpoint=body["lightstreamerEndpoint"]
+        )
+
+    def _service(self) -> Any:
+        if self._svc is None:
+            self.login()
+        return self._svc
+
+    def _get(self, endpoint: str, params: dict[str, Any], version: str) -> tuple[int, dict[str, Any]]:
+        from trading_ig.rest import IGException, TokenInvalidException
+
+        for attempt in (1, 2):
+            svc = self._service()
+            try:
+                r = svc._req("read", endpoint, params, None, version=version)
+            except TokenInvalidException:
+                if attempt == 2:
+                    raise RestError("IG rejected fresh session tokens twice; check the account") from None
+                log.info("IG session token expired; logging in again")
+                self._svc = None
+                continue
+            except IGException as e:
+                raise RestError(f"IG REST unavailable: {e}; will retry later") from None
+            try:
+                return r.status_code, json.loads(r.text or "{}")
+            except ValueError:
+                raise RestError(
+                    f"IG REST returned non-JSON (HTTP {r.status_code}); will retry later"
+                ) from None
+        raise AssertionError("unreachable")
+
+    def keepalive(self) -> None:
+        """Any authenticated call extends IG's 12 h sliding token window."""
+        self._service().read_session()
+
+    def check_epic(self, epic: str) -> dict[str, Any]:
+        status, body = self._get(f"/markets/{epic}", {}, version="3")
+        if status != 200:
+            raise RestError(
+                f"epic {epic} is not available to this account ({body.get('errorCode', status)}); "
+                "check IG_EPIC_SUFFIX (.CFD.IP, .MINI.IP or .TODAY.IP) for your account type"
+            )
+        return body
+
+    # --- prices -------------------------------------------------------------------------------
+    def estimate_points(self, timeframe: str, start_ms: int, end_ms: int) -> int:
+        """Upper bound of candles IG will return: buckets in trading hours in [start, end]."""
+        return sum(1 for _ in market_buckets(start_ms, end_ms + 1, tfs.length_ms(timeframe)))
+
+    def fetch_candles(
+        self, pair: str, timeframe: str, start_ms: int, end_ms: int, purpose: str
+    ) -> list[Candle]:
+        """Closed candles with bucket start in [start_ms, end_ms], within the budget."""
+        resolution = tfs.IG_RESOLUTIONS.get(timeframe)
+        if resolution is None:
+            raise ValueError(f"IG REST has no resolution for timeframe {timeframe}")
+        tf_ms = tfs.length_ms(timeframe)
+        start_ms -= start_ms % tf_ms
+        end_ms = min(end_ms - end_ms % tf_ms, self._now_ms() - tf_ms)  # only closed buckets
+        if end_ms < start_ms:
+            return []
+        points = self.estimate_points(timeframe, start_ms, end_ms)
+        if points == 0:
+            return []
+        if self.budget:
+            self.budget.check(points)
+        epic = self.settings.epic(pair)
+        params = {"resolution": resolution, "from": _fmt(start_ms), "to": _fmt(end_ms), "pageSize": 0}
+        status, body = self._get(f"/prices/{epic}", params, version="3")
+        allowance = (body.get("metadata") or {}).get("allowance")
+        if status == 403 and body.get("errorCode") == ALLOWANCE_EXCEEDED:
+            expires = self.budget.mark_exhausted(allowance) if self.budget else _utcnow()
+            log.error("IG historical-data allowance exhausted; REST use stops", extra={"until": str(expires)})
+            raise AllowanceExhausted(expires)
+        if status != 200:
+            raise RestError(
+                f"IG /prices for {epic} failed: HTTP {status} {body.get('errorCode', '')}; will retry"
+            )
+        prices = body.get("prices") or []
+        candles = [candle_from_ig(pair, timeframe, p) for p in prices]
+        if self.budget:
+            self.budget.record(
+                allowance, points=len(prices), pair=pair, resolution=resolution,
+                range_from=dt.datetime.fromtimestamp(start_ms / 1000, dt.UTC),
+                range_to=dt.datetime.fromtimestamp(end_ms / 1000, dt.UTC), purpose=purpose,
+            )  # fmt: skip
+        return [c for c in candles if start_ms <= c.bucket_ms <= end_ms]
+
+    def logout(self) -> None:
+        if self._svc is not None:
+            try:
+                self._svc.logout()
+            except Exception:  # best effort at shutdown
+                log.debug("logout failed", exc_info=True)
+            self._svc = None
