@@ -1,0 +1,166 @@
+"""The collector's Prometheus metrics (DESIGN section 9), one registry per process.
+
+Labels are bounded: `pair` (the 28), `timeframe` (configured), `reason`/`kind`/`cause`/
+`status` (fixed vocabularies below). Nothing user-supplied or unbounded becomes a label, and
+no credential ever appears in a metric.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+
+PREFIX = "ig_collector"
+
+REJECT_REASONS = (
+    "missing",
+    "non_numeric",
+    "non_positive",
+    "crossed",
+    "future",
+    "duplicate",
+    "unknown_pair",
+    "too_late",
+)
+STREAM_STATES = ("CONNECTING", "CONNECTED", "STALLED", "DISCONNECTED", "RETRYING", "LOGGING_IN", "STOPPED")
+CANDLE_KINDS = ("forming", "closed", "correction", "rest")
+RECONNECT_CAUSES = ("server_error", "server_end", "stale", "token", "login_failed", "startup")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        p = PREFIX
+        self.info = Info(f"{p}_build", "Collector version and the TimescaleDB edition it found", registry=r)
+        self.ticks_received = Counter(
+            f"{p}_ticks_received_total", "Price updates received from the stream", ["pair"], registry=r
+        )
+        self.ticks_accepted = Counter(
+            f"{p}_ticks_accepted_total",
+            "Ticks that passed validation and entered the candles",
+            ["pair"],
+            registry=r,
+        )
+        self.ticks_rejected = Counter(
+            f"{p}_ticks_rejected_total",
+            "Ticks rejected, by reason (never stored, never in a candle)",
+            ["reason"],
+            registry=r,
+        )
+        self.late_ticks = Counter(
+            f"{p}_late_ticks_total",
+            "Ticks for an already closed bucket: corrected (within the lateness window) or dropped",
+            ["outcome"],
+            registry=r,
+        )
+        self.ticks_dropped = Counter(
+            f"{p}_ticks_dropped_total", "Tick rows not stored because the write buffer was full", registry=r
+        )
+        self.ticks_written = Counter(f"{p}_ticks_written_total", "Tick rows committed", registry=r)
+        self.candles_written = Counter(
+            f"{p}_candles_written_total",
+            "Candle rows committed, by timeframe and kind",
+            ["timeframe", "kind"],
+            registry=r,
+        )
+        self.write_seconds = Histogram(
+            f"{p}_db_write_seconds",
+            "Duration of one writer flush (one transaction)",
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.write_errors = Counter(
+            f"{p}_db_write_errors_total", "Failed writer flushes (retried)", registry=r
+        )
+        self.db_up = Gauge(f"{p}_db_up", "1 when the last database write succeeded", registry=r)
+        self.buffer_ticks = Gauge(f"{p}_buffer_ticks", "Tick rows waiting to be written", registry=r)
+        self.buffer_capacity = Gauge(
+            f"{p}_buffer_capacity_ticks", "Bound of the tick write buffer", registry=r
+        )
+        self.queue_depth = Gauge(f"{p}_queue_depth", "Stream updates waiting for the consumer", registry=r)
+        self.stream_connected = Gauge(
+            f"{p}_stream_connected",
+            "1 while the Lightstreamer session is connected and streaming",
+            registry=r,
+        )
+        self.stream_state = Gauge(
+            f"{p}_stream_state", "1 for the current stream state, 0 for the others", ["state"], registry=r
+        )
+        self.reconnects = Counter(
+            f"{p}_stream_reconnects_total",
+            "Reconnects the collector started, by cause",
+            ["cause"],
+            registry=r,
+        )
+        self.logins = Counter(f"{p}_logins_total", "IG REST logins, by result", ["result"], registry=r)
+        self.tick_age = Gauge(
+            f"{p}_tick_age_seconds",
+            "Seconds since the newest tick of the pair (IG time)",
+            ["pair"],
+            registry=r,
+        )
+        self.market_open = Gauge(f"{p}_market_open", "1 while the FX market is open", registry=r)
+        self.close_lag = Histogram(
+            f"{p}_candle_close_lag_seconds",
+            "From bucket end to the final candle row and NOTIFY committed",
+            registry=r,
+            buckets=(0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60),
+        )
+        self.visible_lag = Histogram(
+            f"{p}_tick_to_visible_seconds",
+            "From a tick's arrival to its forming candle committed",
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+        )
+        self.rest_remaining = Gauge(
+            f"{p}_rest_allowance_remaining", "IG historical-data points left (last known)", registry=r
+        )
+        self.rest_total = Gauge(
+            f"{p}_rest_allowance_total", "IG historical-data weekly allowance", registry=r
+        )
+        self.rest_exhausted = Gauge(
+            f"{p}_rest_exhausted", "1 while IG refuses history (allowance spent)", registry=r
+        )
+        self.rest_points = Counter(
+            f"{p}_rest_points_spent_total",
+            "REST points spent by the collector, by purpose",
+            ["purpose"],
+            registry=r,
+        )
+        self.rest_errors = Counter(f"{p}_rest_errors_total", "Failed REST calls", registry=r)
+        self.repairs_pending = Gauge(
+            f"{p}_repairs_pending",
+            "Buckets waiting to be replaced from REST (partial or missing)",
+            registry=r,
+        )
+        self.repairs = Counter(
+            f"{p}_repairs_total",
+            "Repair outcomes: rest (replaced), empty, unrecoverable",
+            ["outcome"],
+            registry=r,
+        )
+        for reason in REJECT_REASONS:
+            self.ticks_rejected.labels(reason)
+        for state in STREAM_STATES:
+            self.stream_state.labels(state).set(0)
+        for cause in RECONNECT_CAUSES:
+            self.reconnects.labels(cause)
+
+    def set_stream_state(self, state: str) -> None:
+        for s in STREAM_STATES:
+            self.stream_state.labels(s).set(1 if s == state else 0)
+        self.stream_connected.set(1 if state == "CONNECTED" else 0)
+
+    def serve(self, host: str, port: int) -> tuple[object, object]:
+        """Expose /metrics; loopback by default (COLLECTOR_METRICS_HOST)."""
+        return start_http_server(port, addr=host, registry=self.registry)
