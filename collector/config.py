@@ -122,6 +122,17 @@ class Settings(BaseSettings):
         ge=0,
         validation_alias=AliasChoices("COLLECTOR_REST_RESERVE_POINTS", "rest_reserve_points"),
     )
+    backfill_max_age_s: float = Field(
+        default=3 * 86400,
+        gt=0,
+        validation_alias=AliasChoices("COLLECTOR_BACKFILL_MAX_AGE_S", "backfill_max_age_s"),
+    )
+    rest_requests_per_minute: int = Field(
+        default=20,
+        ge=1,
+        le=60,
+        validation_alias=AliasChoices("COLLECTOR_REST_REQUESTS_PER_MINUTE", "rest_requests_per_minute"),
+    )
     backfill_enabled: bool = Field(
         default=True, validation_alias=AliasChoices("COLLECTOR_BACKFILL_ENABLED", "backfill_enabled")
     )
@@ -140,7 +151,10 @@ class Settings(BaseSettings):
         default="auto", validation_alias=AliasChoices("COLLECTOR_LOG_FORMAT", "log_format")
     )
 
-    _toml_file: Path | None = None
+    # "system" in production; "simulator" follows the simulator's (possibly fast) clock.
+    clock: Literal["system", "simulator"] = Field(
+        default="system", validation_alias=AliasChoices("COLLECTOR_CLOCK", "clock")
+    )
 
     def __init__(self, **data: Any) -> None:
         data.setdefault("ig_acc_type", "demo")

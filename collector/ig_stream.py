@@ -1,0 +1,125 @@
+"""The Lightstreamer edge: one client, one DISTINCT subscription to `CHART:{epic}:TICK`.
+
+The library runs every listener callback on a single thread, so callbacks here only append to
+a deque (thread-safe, no lock) and return; the consumer drains it. Status changes and server
+errors go to the supervisor through `on_event`, which must be just as quick.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .ig_rest import IGSession
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("BID", "OFR", "UTM")
+
+
+@dataclass(frozen=True, slots=True)
+class RawUpdate:
+    pair: str
+    bid: str | None
+    ofr: str | None
+    utm: str | None
+    received_ms: int
+    snapshot: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    kind: str  # "status" | "server_error" | "subscribed" | "subscription_error"
+    status: str = ""
+    code: int = 0
+    message: str = ""
+
+
+class StreamClient:
+    """Connect, subscribe the pairs' tick items, hand updates and events on. Not reusable:
+    the supervisor builds a new one for every (re)login so no stale state survives."""
+
+    def __init__(
+        self,
+        session: IGSession,
+        epics: dict[str, str],  # epic -> pair
+        updates: deque[RawUpdate],
+        on_event: Callable[[StreamEvent], None],
+        now_ms: Callable[[], int],
+        *,
+        max_queue: int,
+        on_overflow: Callable[[RawUpdate], None],
+        stalled_timeout_ms: int = 2000,
+        reconnect_timeout_ms: int = 3000,
+    ) -> None:
+        from lightstreamer.client import (
+            ClientListener,
+            LightstreamerClient,
+            Subscription,
+            SubscriptionListener,
+        )
+
+        self.session = session
+        self._item_pair = {f"CHART:{epic}:TICK": pair for epic, pair in epics.items()}
+        client = LightstreamerClient(session.lightstreamer_endpoint, None)
+        client.connectionDetails.setUser(session.account_id or None)
+        client.connectionDetails.setPassword(session.stream_password)
+        client.connectionOptions.setStalledTimeout(stalled_timeout_ms)
+        client.connectionOptions.setReconnectTimeout(reconnect_timeout_ms)
+        # Recovery replays from the same session; IG's servers answer it unreliably and a fresh
+        # session plus our REST repair of the gap is simpler to reason about.
+        client.connectionOptions.setSessionRecoveryTimeout(0)
+        item_pair = self._item_pair
+
+        class _Updates(SubscriptionListener):  # runs on the library's event thread
+            def onItemUpdate(self, u: Any) -> None:
+                r = RawUpdate(
+                    item_pair.get(u.getItemName(), ""),
+                    u.getValue("BID"),
+                    u.getValue("OFR"),
+                    u.getValue("UTM"),
+                    now_ms(),
+                    bool(u.isSnapshot()),
+                )
+                if len(updates) >= max_queue:
+                    on_overflow(r)
+                else:
+                    updates.append(r)
+
+            def onSubscription(self) -> None:
+                on_event(StreamEvent("subscribed"))
+
+            def onSubscriptionError(self, code: int, message: str) -> None:
+                on_event(StreamEvent("subscription_error", code=code, message=message or ""))
+
+        class _Status(ClientListener):
+            def onStatusChange(self, status: str) -> None:
+                on_event(StreamEvent("status", status=status))
+
+            def onServerError(self, code: int, message: str) -> None:
+                on_event(StreamEvent("server_error", code=code, message=message or ""))
+
+        sub = Subscription("DISTINCT", list(self._item_pair), list(FIELDS))
+        # The snapshot repeats each pair's last tick after every (re)subscription: it gives an
+        # immediate price and tick age, and the aggregator's duplicate filter drops repeats.
+        sub.setRequestedSnapshot("yes")
+        sub.addListener(_Updates())
+        client.addListener(_Status())
+        client.subscribe(sub)
+        self._client, self._sub = client, sub
+
+    def connect(self) -> None:
+        self._client.connect()
+
+    def status(self) -> str:
+        return str(self._client.getStatus())
+
+    def disconnect(self) -> None:
+        try:
+            self._client.unsubscribe(self._sub)
+        except Exception:  # the session may already be gone
+            log.debug("unsubscribe failed", exc_info=True)
+        self._client.disconnect()

@@ -1,0 +1,343 @@
+"""Partial and missing buckets, and their replacement from REST (DESIGN section 6).
+
+A bucket the stream covered only in part (an outage, a restart, a tick that came too late) is
+flagged in `candle_repairs` (which survives kill -9). Once the bucket has closed, the repair
+worker fetches exactly those buckets from REST, within the shared budget and IG's request rate,
+and stores them with `source = 'rest'`; the stream's partial row is first marked incomplete so
+that a REST candle may replace it. Buckets REST cannot supply are reported, never hidden.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import psycopg
+
+from . import timeframes as tfs
+from .config import Settings
+from .ig_rest import AllowanceExhausted, BudgetExceeded, RestClient, RestError
+from .market_hours import market_buckets
+from .metrics import Metrics
+from .models import Candle
+
+log = logging.getLogger(__name__)
+
+# How long after a bucket's close before asking IG for it, so its candle is final there too.
+SETTLE_MS = 5_000
+MAX_ATTEMPTS = 5
+
+
+def _ts(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+
+def _ms(t: dt.datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    pair: str
+    timeframe: str
+    bucket_ms: int
+    reason: str
+
+
+def flags_for_interval(
+    pairs: Iterable[str], timeframes: Iterable[str], start_ms: int, end_ms: int, reason: str
+) -> list[Flag]:
+    """Every market-hours bucket of every pair and timeframe that overlaps [start_ms, end_ms]."""
+    out = []
+    for tf in timeframes:
+        tf_ms = tfs.length_ms(tf)
+        for b in market_buckets(start_ms, end_ms + 1, tf_ms):
+            out.extend(Flag(p, tf, b, reason) for p in pairs)
+    return out
+
+
+def rest_candles_json(candles: Iterable[Candle]) -> str:
+    return json.dumps(
+        [
+            {
+                "pair": c.pair, "timeframe": c.timeframe, "bucket": _ts(c.bucket_ms).isoformat(),
+                "bid_open": c.bid_open, "bid_high": c.bid_high, "bid_low": c.bid_low, "bid_close": c.bid_close,
+                "ask_open": c.ask_open, "ask_high": c.ask_high, "ask_low": c.ask_low, "ask_close": c.ask_close,
+                "ticks": c.ticks,
+            }
+            for c in candles
+        ]
+    )  # fmt: skip
+
+
+def store_rest(conn: psycopg.Connection, candles: list[Candle], replace_partial: bool) -> int:
+    """Store REST candles; with `replace_partial`, the stream rows of these buckets are partial
+    by our own knowledge and are demoted to incomplete first so REST may replace them.
+    Returns rows written. Sends `candle_closed` for each, as the stream path does."""
+    if not candles:
+        return 0
+    with conn.transaction():
+        if replace_partial:
+            conn.cursor().executemany(
+                "UPDATE candles SET complete = false WHERE pair = %s AND timeframe = %s AND bucket = %s "
+                "AND source = 'stream'",
+                [(c.pair, c.timeframe, _ts(c.bucket_ms)) for c in candles],
+            )
+        n = conn.execute("SELECT store_rest_candles(%s::jsonb)", (rest_candles_json(candles),)).fetchone()[0]
+        for c in candles:
+            payload = json.dumps({"pair": c.pair, "timeframe": c.timeframe, "bucket": _ts(c.bucket_ms).isoformat()})
+            conn.execute("SELECT pg_notify('candle_closed', %s)", (payload,))
+    return int(n)
+
+
+class RepairBook:
+    """Flags kept in memory until the database takes them, so an outage loses none."""
+
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+        self._pending: list[Flag] = []
+        self._open: set[tuple[str, str, int]] = set()
+        self._lock = threading.Lock()
+
+    def flag(self, flags: Iterable[Flag]) -> None:
+        flags = list(flags)
+        with self._lock:
+            self._pending.extend(flags)
+            self._open.update((f.pair, f.timeframe, f.bucket_ms) for f in flags)
+
+    def is_flagged(self, pair: str, timeframe: str, bucket_ms: int) -> bool:
+        """Whether a closing stream candle is known to be partial (written incomplete)."""
+        return (pair, timeframe, bucket_ms) in self._open
+
+    def load_open(self, conn: psycopg.Connection) -> None:
+        rows = conn.execute("SELECT pair, timeframe, bucket FROM candle_repairs WHERE resolved_at IS NULL").fetchall()
+        with self._lock:
+            self._open.update((p, tf, _ms(b)) for p, tf, b in rows)
+
+    def persist(self, conn: psycopg.Connection) -> int:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return 0
+        try:
+            with conn.transaction():
+                conn.cursor().executemany(
+                    "INSERT INTO candle_repairs (pair, timeframe, bucket, reason) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (pair, timeframe, bucket) DO UPDATE SET resolved_at = NULL, resolution = NULL, "
+                    "reason = EXCLUDED.reason WHERE candle_repairs.resolution IS DISTINCT FROM 'rest'",
+                    [(f.pair, f.timeframe, _ts(f.bucket_ms), f.reason) for f in batch],
+                )
+        except psycopg.Error:
+            with self._lock:
+                self._pending[:0] = batch
+            raise
+        return len(batch)
+
+    def resolved(self, pair: str, timeframe: str, bucket_ms: int) -> None:
+        with self._lock:
+            self._open.discard((pair, timeframe, bucket_ms))
+
+
+class RepairWorker:
+    """Replaces flagged buckets from REST once they closed, within budget and rate limits."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db_url: str,
+        book: RepairBook,
+        metrics: Metrics,
+        now_ms: Callable[[], int],
+        rest_factory: Callable[[], RestClient],
+    ) -> None:
+        self.settings, self.db_url, self.book, self.metrics, self.now_ms = (
+            settings,
+            db_url,
+            book,
+            metrics,
+            now_ms,
+        )
+        self._rest_factory = rest_factory
+        self._rest: RestClient | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="repairs", daemon=True)
+        self._request_times: list[float] = []
+        self.blocked_until_ms = 0  # allowance exhausted: no REST until then
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        conn: psycopg.Connection | None = None
+        while not self._stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.db_url, autocommit=True, application_name="ig-collector repairs")
+                    self.book.load_open(conn)
+                self.book.persist(conn)
+                self.run_once(conn)
+            except psycopg.Error as e:
+                log.warning("repair worker lost the database; retrying", extra={"error": str(e).strip()})
+                conn = None
+            except Exception:
+                log.exception("repair worker failed; retrying")
+            self._wake.wait(2.0)
+            self._wake.clear()
+        if conn is not None:
+            conn.close()
+
+    def _throttle(self) -> None:
+        """IG allows ~30 non-trading requests a minute per account; stay under our setting."""
+        limit = self.settings.rest_requests_per_minute
+        now = time.monotonic()
+        self._request_times = [t for t in self._request_times if now - t < 60]
+        if len(self._request_times) >= limit:
+            wait = 60 - (now - self._request_times[0])
+            self._stop.wait(max(0.0, wait))
+        self._request_times.append(time.monotonic())
+
+    def pending(self, conn: psycopg.Connection) -> list[tuple[str, str, int, int]]:
+        rows = conn.execute(
+            "SELECT pair, timeframe, bucket, attempts FROM candle_repairs WHERE resolved_at IS NULL "
+            "ORDER BY pair, timeframe, bucket"
+        ).fetchall()
+        return [(p, tf, _ms(b), a) for p, tf, b, a in rows]
+
+    def run_once(self, conn: psycopg.Connection, on_progress: Callable[[int], None] | None = None) -> int:
+        """One pass over the due repairs; returns the buckets resolved."""
+        rows = self.pending(conn)
+        self.metrics.repairs_pending.set(len(rows))
+        if not rows or not self.settings.backfill_enabled:
+            return 0
+        now = self.now_ms()
+        if now < self.blocked_until_ms:
+            return 0
+        due = [r for r in rows if r[2] + tfs.length_ms(r[1]) + self.settings.close_grace_ms + SETTLE_MS <= now]
+        resolved = 0
+        # Longer timeframes first: fewer points per hour of history when the budget is short.
+        for pair, tf, buckets in sorted(_contiguous(due), key=lambda g: -tfs.minutes(g[1])):
+            if self._stop.is_set():
+                break
+            resolved += self._repair_range(conn, pair, tf, buckets)
+            if on_progress:
+                on_progress(len(buckets))
+        if resolved:
+            self.metrics.repairs_pending.set(len(self.pending(conn)))
+        return resolved
+
+    def _repair_range(self, conn: psycopg.Connection, pair: str, tf: str, buckets: list[tuple[int, int]]) -> int:
+        if self._rest is None:
+            self._rest = self._rest_factory()
+        start, end = buckets[0][0], buckets[-1][0]
+        self._throttle()
+        try:
+            candles = self._rest.fetch_candles(pair, tf, start, end, purpose="repair")
+        except AllowanceExhausted as e:
+            self.blocked_until_ms = _ms(e.expires_at)
+            self.metrics.rest_exhausted.set(1)
+            log.error("REST allowance exhausted: repairs wait until the reset", extra={"until": str(e.expires_at)})
+            return 0
+        except BudgetExceeded as e:
+            log.warning("repair postponed: %s", e)
+            return 0
+        except RestError as e:
+            self.metrics.rest_errors.inc()
+            self._note_failure(conn, pair, tf, buckets, str(e))
+            return 0
+        self.metrics.rest_exhausted.set(0)
+        self.metrics.rest_points.labels("repair").inc(len(candles))
+        st = self._rest.budget.state() if self._rest.budget else None
+        if st:
+            self.metrics.rest_remaining.set(st.remaining)
+            self.metrics.rest_total.set(st.total)
+        got = {c.bucket_ms for c in candles}
+        store_rest(conn, candles, replace_partial=True)
+        with conn.transaction():
+            for b, _ in buckets:
+                outcome = "rest" if b in got else "empty"
+                conn.execute(
+                    "UPDATE candle_repairs SET resolved_at = now(), resolution = %s, attempts = attempts + 1 "
+                    "WHERE pair = %s AND timeframe = %s AND bucket = %s",
+                    (outcome, pair, tf, _ts(b)),
+                )
+        for b, _ in buckets:
+            self.book.resolved(pair, tf, b)
+            outcome = "rest" if b in got else "empty"
+            self.metrics.repairs.labels(outcome).inc()
+            if outcome == "empty":
+                self._report_empty(conn, pair, tf, b)
+        self.metrics.candles_written.labels(tf, "rest").inc(len(candles))
+        log.info(
+            "repaired from REST",
+            extra={"pair": pair, "timeframe": tf, "buckets": len(buckets), "candles": len(candles)},
+        )
+        return len(buckets)
+
+    def _report_empty(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int) -> None:
+        """REST had no candle: fine if we have none either; a partial stream row stays
+        incomplete and is reported as unrecoverable rather than passed off as complete."""
+        row = conn.execute(
+            "SELECT ticks FROM candles WHERE pair = %s AND timeframe = %s AND bucket = %s AND source = 'stream'",
+            (pair, tf, _ts(bucket_ms)),
+        ).fetchone()
+        if row:
+            self.metrics.repairs.labels("unrecoverable").inc()
+            conn.execute(
+                "UPDATE candle_repairs SET resolution = 'unrecoverable' "
+                "WHERE pair = %s AND timeframe = %s AND bucket = %s",
+                (pair, tf, _ts(bucket_ms)),
+            )
+            log.error(
+                "partial candle has no REST replacement; left incomplete",
+                extra={"pair": pair, "timeframe": tf, "bucket": _ts(bucket_ms).isoformat(), "ticks": row[0]},
+            )
+
+    def _note_failure(self, conn: psycopg.Connection, pair: str, tf: str, buckets: list[tuple[int, int]],
+                      error: str) -> None:  # fmt: skip
+        for b, attempts in buckets:
+            final = attempts + 1 >= MAX_ATTEMPTS
+            conn.execute(
+                "UPDATE candle_repairs SET attempts = attempts + 1, last_error = %s, "
+                "resolved_at = CASE WHEN %s THEN now() END, resolution = CASE WHEN %s THEN 'unrecoverable' END "
+                "WHERE pair = %s AND timeframe = %s AND bucket = %s",
+                (error[:500], final, final, pair, tf, _ts(b)),
+            )
+            if final:
+                self.book.resolved(pair, tf, b)
+                self.metrics.repairs.labels("unrecoverable").inc()
+                log.error(
+                    "bucket could not be repaired from REST after %d attempts", MAX_ATTEMPTS,
+                    extra={"pair": pair, "timeframe": tf, "bucket": _ts(b).isoformat(), "error": error},
+                )  # fmt: skip
+        log.warning("REST repair failed; will retry", extra={"pair": pair, "timeframe": tf, "error": error})
+
+
+def _contiguous(rows: list[tuple[str, str, int, int]]) -> Iterable[tuple[str, str, list[tuple[int, int]]]]:
+    """Group (pair, tf, bucket, attempts) rows into runs of adjacent buckets: one request each."""
+    rows = sorted(rows, key=lambda r: (r[0], r[1], r[2]))
+    run: list[tuple[int, int]] = []
+    key: tuple[str, str] | None = None
+    for pair, tf, b, attempts in rows:
+        tf_ms = tfs.length_ms(tf)
+        if key == (pair, tf) and run and b - run[-1][0] <= tf_ms * 12 * 24:  # bridge gaps up to a day
+            run.append((b, attempts))
+            continue
+        if key and run:
+            yield key[0], key[1], run
+        key, run = (pair, tf), [(b, attempts)]
+    if key and run:
+        yield key[0], key[1], run
