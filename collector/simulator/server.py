@@ -27,6 +27,7 @@ Control API (JSON bodies; each has a Python method of the same meaning on `Simul
 | POST /_sim/drop        {"mode": "close" or "abort"}   | drop_connections(mode)                  |
 | POST /_sim/end         {"code": 48, "message": "..."} | end_sessions(code, message)             |
 | POST /_sim/loop        {}                             | loop_sessions()                         |
+| POST /_sim/refuse-websockets {"count": 1}             | refuse_websockets(count)                |
 | POST /_sim/credentials {"refuse": true}               | refuse_credentials(refuse)              |
 | POST /_sim/expire-tokens {}                           | expire_tokens()                         |
 | POST /_sim/pause, /_sim/resume {}                     | pause_market(), resume_market()         |
@@ -40,6 +41,9 @@ Control API (JSON bodies; each has a Python method of the same meaning on `Simul
   sessions stay on the server (as after a network cut) and the client re-creates them.
 - end: `END,<code>` on every stream; 41/48 make the client retry with a new session, 31/32 (any
   other code) are terminal (`onServerError`).
+- loop: `LOOP,0` on every stream; the client rebinds the same session on a new WebSocket.
+- refuse-websockets: the next `count` WebSocket upgrades get HTTP 503, so the client falls back to
+  `create_session.txt` over HTTP and then binds over WebSocket (the fallback path, testable).
 - credentials refused: logins get 401 `error.security.invalid-details`, create_session `CONERR,1`.
 - expire-tokens: every CST/XST and OAuth token becomes invalid (REST 401, create_session CONERR,1);
   open streams keep flowing, as on IG.
@@ -246,6 +250,10 @@ class SimCore:
     def loop_sessions(self) -> dict[str, Any]:
         return {"looped": self.tlcp.loop_all()}
 
+    def refuse_websockets(self, count: int) -> dict[str, Any]:
+        self.tlcp.refuse_ws = int(count)
+        return {"websockets_refused": int(count)}
+
     def inject(self, kind: str, pair: str | None = None, ahead_ms: int = 86_400_000) -> dict[str, Any]:
         """Send one malformed (or duplicate) TICK update; it is not recorded as ground truth."""
         if kind not in INJECT_KINDS:
@@ -302,6 +310,7 @@ class SimCore:
             "connections": len(tl.connections),
             "sessions": len(tl.sessions),
             "sessions_created": tl.sessions_created,
+            "binds": tl.binds,
             "subscriptions": sum(len(s.subs) for s in tl.sessions.values()),
             "rest_sessions": self.auth.live_count(),
             "ticks_generated": len(self.store),
@@ -332,6 +341,7 @@ class ControlApi:
             "drop": lambda b: c.drop(b.get("mode", "close")),
             "end": lambda b: c.end_sessions(int(b.get("code", 48)), b.get("message") or "Closed by simulator"),
             "loop": lambda b: c.loop_sessions(),
+            "refuse-websockets": lambda b: c.refuse_websockets(int(b.get("count", 1))),
             "credentials": lambda b: c.refuse(bool(b.get("refuse", True))),
             "expire-tokens": lambda b: c.expire_tokens(),
             "pause": lambda b: c.pause(True),
@@ -578,6 +588,9 @@ class Simulator:
 
     def loop_sessions(self) -> dict[str, Any]:
         return self._call(lambda c: c.loop_sessions())
+
+    def refuse_websockets(self, count: int = 1) -> dict[str, Any]:
+        return self._call(lambda c: c.refuse_websockets(count))
 
     def refuse_credentials(self, refuse: bool = True) -> dict[str, Any]:
         return self._call(lambda c: c.refuse(refuse))

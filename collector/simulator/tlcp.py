@@ -345,6 +345,8 @@ class TlcpServer:
         self.ticks_streamed = 0
         self.updates_sent = 0
         self.sessions_created = 0
+        self.binds = 0
+        self.refuse_ws = 0  # fault: answer this many WebSocket upgrades with HTTP 503
         self._bg: set[asyncio.Task[Any]] = set()
 
     def add_routes(self, app: web.Application) -> None:
@@ -360,6 +362,9 @@ class TlcpServer:
 
     # --- transport --------------------------------------------------------------------------
     async def ws_handler(self, request: web.Request) -> web.StreamResponse:
+        if self.refuse_ws > 0:
+            self.refuse_ws -= 1
+            return web.Response(status=503, text="WebSocket upgrades refused by the simulator")
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
         ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,), timeout=2.0, autoping=True, max_msg_size=0)
         await ws.prepare(request)
@@ -438,6 +443,7 @@ class TlcpServer:
         if session is None or session.closed or not conn.protocol_ok:
             await conn.ws.send_str(f"CONERR,20,{percent('Session not found')}")
             return
+        self.binds += 1
         session.attach(conn, self._greeting(session, conn))
 
     async def http_create(self, request: web.Request) -> web.StreamResponse:
