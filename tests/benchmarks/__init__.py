@@ -1,0 +1,1 @@
+"""Benchmarks: not collected by pytest (norecursedirs); run `python -m tests.benchmarks.run`."""
