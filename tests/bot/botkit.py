@@ -48,7 +48,7 @@ def market_series(
     skipped = 0
     for b in market_buckets(ms(start), ms(start) + 10_000 * 86_400_000, tf_ms):
         slot = len(buckets) + skipped
-        if outage_at is not None and outage_at <= slot < outage_at + outage_bars or rng.random() < quiet:
+        if (outage_at is not None and outage_at <= slot < outage_at + outage_bars) or rng.random() < quiet:
             skipped += 1
             continue
         buckets.append(b)
@@ -130,9 +130,7 @@ def reference_indicators(bars: pd.DataFrame, displacement: int = 26) -> pd.DataF
 
 def sql_indicators(conn: psycopg.Connection, pair: str, timeframe: str, n: int, *args: object) -> pd.DataFrame:
     extra = "".join(", %s" for _ in args)
-    rows = conn.execute(
-        f"SELECT * FROM indicators(%s, %s, %s{extra})", (pair, timeframe, n, *args)
-    ).fetchall()
+    rows = conn.execute(f"SELECT * FROM indicators(%s, %s, %s{extra})", (pair, timeframe, n, *args)).fetchall()
     cols = ["bucket", "open", "high", "low", "close", "ma_200", "tenkan", "kijun", "senkou_a", "senkou_b", "chikou_ref"]
     frame = pd.DataFrame(rows, columns=cols)
     frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
