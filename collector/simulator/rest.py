@@ -36,7 +36,7 @@ from aiohttp import web
 
 from collector.pairs import PAIRS
 
-from .market import RESOLUTIONS_MS, price_digits
+from .market import RESOLUTIONS_MS, DayStats, price_digits
 
 if TYPE_CHECKING:
     from .server import SimCore
@@ -396,7 +396,8 @@ class RestApi:
             return error(404, ERR_EPIC_UNAVAILABLE)
         core = self.core
         core.advance()
-        return json_response(market_details(epic, pair, core.quote(pair), core.clock.now_ms()))
+        day = core.day_stats[core.store.index[pair]] if pair in core.store.index else None
+        return json_response(market_details(epic, pair, core.quote(pair), core.clock.now_ms(), day))
 
     async def get_applications(self, request: web.Request) -> web.StreamResponse:
         s = self._authenticate(request)
@@ -498,14 +499,20 @@ class RestApi:
         )
 
 
-def market_details(epic: str, pair: str, quote: tuple[float, float] | None, now_ms: int) -> dict[str, Any]:
-    """`GET /markets/{epic}` v3 body in IG's shape (instrument, dealingRules, snapshot)."""
+def market_details(
+    epic: str, pair: str, quote: tuple[float, float], now_ms: int, day: DayStats | None
+) -> dict[str, Any]:
+    """`GET /markets/{epic}` v3 body in IG's shape (instrument, dealingRules, snapshot); the day's
+    change, high and low are mid prices of the UTC day, as in the stream's DAY_* fields."""
     base, ccy = pair[:3], pair[3:]
     pip = "0.01" if ccy == "JPY" else "0.0001"
     spreadbet = epic.endswith(".TODAY.IP")
     mini = epic.endswith(".MINI.IP")
     digits = price_digits(pair)
-    bid, offer = quote if quote is not None else (None, None)
+    bid, offer = quote
+    live_day = day is not None and day.day_ms >= 0
+    change = round(day.last_mid - day.open_mid, digits + 1) if live_day else 0.0
+    pct = round(100 * (day.last_mid - day.open_mid) / day.open_mid, 3) if live_day else 0.0
 
     def dist(unit: str, value: float) -> dict[str, Any]:
         return {"unit": unit, "value": value}
@@ -552,15 +559,15 @@ def market_details(epic: str, pair: str, quote: tuple[float, float] | None, now_
         },
         "snapshot": {
             "marketStatus": "TRADEABLE",
-            "netChange": 0.0,
-            "percentageChange": 0.0,
+            "netChange": change,
+            "percentageChange": pct,
             "updateTime": datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(UK).strftime("%H:%M:%S"),
             "updateTimeUTC": datetime.fromtimestamp(now_ms / 1000, UTC).strftime("%H:%M:%S"),
             "delayTime": 0,
             "bid": bid,
             "offer": offer,
-            "high": offer,
-            "low": bid,
+            "high": round(day.high, digits + 1) if live_day else offer,
+            "low": round(day.low, digits + 1) if live_day else bid,
             "binaryOdds": None,
             "decimalPlacesFactor": digits,
             "scalingFactor": 10 ** (digits - 1),

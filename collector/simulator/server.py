@@ -73,7 +73,7 @@ from collector import tickfile
 from collector.models import Tick
 from collector.pairs import PAIRS, pip_size, validate_pair
 
-from .market import DayStats, FileFeed, PriceModel, StreamCandles, TickStore, format_price, price_digits
+from .market import BASE_MID, DayStats, FileFeed, PriceModel, StreamCandles, TickStore, format_price, price_digits
 from .rest import Allowance, AuthRegistry, RestApi, json_response
 from .tlcp import TICK_FIELDS, TlcpServer, tick_row
 
@@ -195,6 +195,10 @@ class SimCore:
         self.tlcp.publish_tick(pi, time_ms, bid, ask, closed, changed)
 
     def quote(self, pair: str) -> tuple[float, float]:
+        """The pair's current (bid, ask); a static 1-pip quote for a pair that is not simulated."""
+        if pair not in self.store.index:
+            mid, pip, d = BASE_MID[pair], pip_size(pair), price_digits(pair)
+            return round(mid - pip / 2, d), round(mid + pip / 2, d)
         pi = self.store.index[pair]
         last = self.store.last(pi, 1)
         return (last[0][1], last[0][2]) if last else self.model.quote(pi)
@@ -391,7 +395,7 @@ class ControlApi:
         resp = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8"})
         await resp.prepare(request)
         await resp.write((",".join(tickfile.HEADER) + "\n").encode())
-        chunk = 50_000
+        chunk = 10_000  # rows formatted per loop turn, so streaming keeps flowing meanwhile
         for i in range(0, len(idx), chunk):
             rows = core.store.ticks_at(idx[i : i + chunk])
             await resp.write("".join(tickfile.format_row(t) for t in rows).encode())

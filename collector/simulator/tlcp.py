@@ -295,9 +295,7 @@ class LsSession:
                 lines.append("LOOP,0")
             try:
                 await conn.ws.send_str("\r\n".join(lines) + "\r\n")
-            except (ConnectionError, RuntimeError, asyncio.CancelledError) as e:
-                if isinstance(e, asyncio.CancelledError):
-                    raise
+            except Exception:  # the socket went away; the client will bind or re-create
                 self.detach(conn)
                 continue
             self.last_send = time.monotonic()
@@ -393,13 +391,18 @@ class TlcpServer:
             if not line or command is None:
                 continue
             params = parse_params(line)
-            if command == "create_session":
-                await self._ws_create(conn, params)
-            elif command == "bind_session":
-                await self._ws_bind(conn, params)
-            elif command == "control" and conn.session is not None:
-                self._control(conn.session, params)
-            # msg / heartbeat: nothing the simulator needs to do
+            try:
+                if command == "create_session":
+                    await self._ws_create(conn, params)
+                elif command == "bind_session":
+                    await self._ws_bind(conn, params)
+                elif command == "control" and conn.session is not None:
+                    self._control(conn.session, params)
+                # msg / heartbeat: nothing the simulator needs to do
+            except ValueError as e:  # a malformed number in a request: refuse it, keep the stream
+                log.warning("malformed %s request: %s", command, e)
+                if command == "control" and conn.session is not None:
+                    conn.session.send(f"REQERR,{params.get('LS_reqId', '0')},15,{percent('Malformed request')}")
 
     def _check_create(self, params: dict[str, str], protocol_ok: bool) -> tuple[int, str] | str:
         """The CONERR (code, message) for a refused create_session, or the CST it authenticated."""
@@ -471,11 +474,11 @@ class TlcpServer:
             self._subscribe(session, p, req_id, ack)
         elif op == "delete":
             sub = session.subs.pop(int(p.get("LS_subId", "0") or 0), None)
+            if ack:
+                session.send(f"REQOK,{req_id}")
             if sub is not None:
                 self._rebuild_routes()
                 session.send(f"UNSUB,{sub.sub_id}")
-            if ack:
-                session.send(f"REQOK,{req_id}")
         elif op == "destroy":
             if ack:
                 session.send(f"REQOK,{req_id}")

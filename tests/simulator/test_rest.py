@@ -373,3 +373,9 @@ def test_clock_endpoint_follows_the_linear_contract() -> None:
         expected = c["start_ms"] + int((wall - c["wall_start_ms"]) * c["speed"])
         assert abs(expected - s.now_ms()) <= 600 * 20  # within 20 ms of wall time
         assert s.now_ms() - START_MS >= 600 * 200
+
+
+def test_market_details_for_a_pair_outside_the_simulated_set(fast_sim: Simulator) -> None:
+    m = rest_login(fast_sim).get("/markets/" + epic("CADCHF"), version="3").json()
+    assert m["instrument"]["epic"] == epic("CADCHF")
+    assert m["snapshot"]["offer"] > m["snapshot"]["bid"] > 0
