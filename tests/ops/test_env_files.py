@@ -81,3 +81,39 @@ def test_examples_hold_placeholders_never_real_secrets(example: Path) -> None:
 def test_metrics_listen_on_loopback_unless_configured(monkeypatch) -> None:
     monkeypatch.delenv("COLLECTOR_METRICS_HOST", raising=False)
     assert load_settings().metrics_host == "127.0.0.1"
+
+
+BOT_EXAMPLE = DEPLOY / "trading-bot.env.example"
+
+
+def bot_setting_names() -> set[str]:
+    bot_config = pytest.importorskip("trading_bot.config", reason="trading_bot is not in this checkout yet")
+    names = {"TRADING_BOT_CONFIG"}
+    for info in bot_config.BotSettings.model_fields.values():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices) and str(alias.choices[0]).startswith("TRADING_BOT_"):
+            names.add(str(alias.choices[0]))
+    return names
+
+
+def test_bot_env_example_documents_every_bot_setting() -> None:
+    assert bot_setting_names() <= set(assignments(BOT_EXAMPLE, commented=True))
+
+
+def test_bot_env_example_names_only_real_settings() -> None:
+    assert set(assignments(BOT_EXAMPLE, commented=True)) <= bot_setting_names() | {"DATABASE_URL"}
+
+
+def test_bot_commented_defaults_are_the_real_defaults(monkeypatch) -> None:
+    bot_config = pytest.importorskip("trading_bot.config", reason="trading_bot is not in this checkout yet")
+    for name in bot_setting_names() | setting_names():
+        monkeypatch.delenv(name, raising=False)
+    defaults = bot_config.load_bot_settings()
+    active = assignments(BOT_EXAMPLE)
+    documented = {k: v for k, v in assignments(BOT_EXAMPLE, commented=True).items() if k not in active}
+    for name, value in documented.items():
+        if name == "TRADING_BOT_CONFIG" or not value:
+            continue
+        monkeypatch.setenv(name, value)
+        assert bot_config.load_bot_settings() == defaults, f"# {name}={value} is not the default"
+        monkeypatch.delenv(name)
