@@ -1,0 +1,89 @@
+"""The `trading-bot` command: plot writes a PNG, signals and warmup print tables, every
+subcommand explains itself, and bad settings exit 2 naming the setting."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from trading_bot.cli import main
+
+from .botkit import insert_candles, market_series
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rich wraps tables to the terminal; a wide one keeps headers on one line for the asserts."""
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+@pytest.fixture
+def history(db: psycopg.Connection) -> None:
+    insert_candles(db, "EURUSD", "15m", market_series(15, 400, seed=4))
+
+
+def test_plot_writes_a_png_of_candles_ma200_and_the_cloud(history: None, db_url: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "charts" / "chart.png"
+
+    code = main(
+        ["--database-url", db_url, "plot", "--pair", "EURUSD", "--timeframe", "15m", "--bars", "300", "-o", str(out)]
+    )
+
+    assert code == 0
+    data = out.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 20_000
+    assert "300 bars of EURUSD 15m" in capsys.readouterr().out
+
+
+def test_plot_without_bars_says_so(db: psycopg.Connection, db_url: str, tmp_path: Path, capsys) -> None:
+    code = main(["--database-url", db_url, "plot", "--pair", "GBPUSD", "-o", str(tmp_path / "x.png")])
+
+    assert code == 1
+    assert "no 15m bars for GBPUSD yet" in capsys.readouterr().err
+
+
+def test_signals_prints_the_latest_indicators_and_signals(
+    history: None, db: psycopg.Connection, db_url: str, capsys
+) -> None:
+    db.execute(
+        "INSERT INTO signals (pair, timeframe, bucket, strategy, side, price, reason) "
+        "VALUES ('EURUSD', '15m', %s, 'ichimoku_ma200', 'sell', 1.08765, 'Tenkan crossed below Kijun')",
+        (dt.datetime(2025, 1, 10, 9, 0, tzinfo=dt.UTC),),
+    )
+
+    code = main(["--database-url", db_url, "signals", "--pair", "EURUSD", "--timeframe", "15m"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Latest complete bars" in out and "EURUSD" in out
+    assert "Latest signals (1)" in out and "1.08765" in out and "dry run" in out
+
+
+def test_warmup_plan_prints_points_budget_and_stream_time(history: None, db_url: str, capsys) -> None:
+    code = main(["--database-url", db_url, "warmup", "--plan", "--pair", "EURUSD,GBPUSD", "--target", "450"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "REST points" in out and "stream alone reaches it" in out
+    assert "total 1400 points" in out  # 15m: 50 + 450, 5m: 450 + 450
+
+
+@pytest.mark.parametrize("command", ["signals", "run", "warmup", "plot"])
+def test_every_subcommand_explains_itself(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+
+    assert e.value.code == 0
+    assert f"usage: trading-bot {command}" in capsys.readouterr().out
+
+
+def test_bad_settings_exit_2_naming_the_setting(db_url: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("TRADING_BOT_MAX_OPEN_POSITIONS", "-1")
+
+    assert main(["--database-url", db_url, "signals"]) == 2
+    assert "TRADING_BOT_MAX_OPEN_POSITIONS" in capsys.readouterr().err
