@@ -188,6 +188,7 @@ class Writer:
         *,
         buffer_max_ticks: int = 2_000_000,
         max_tx_ticks: int = 250_000,
+        eager_rows: int = 50_000,
         connect_timeout_s: int = 5,
         application_name: str = "ig-collector writer",
         on_flush: Callable[[FlushStats], None] | None = None,
@@ -202,6 +203,7 @@ class Writer:
         self._pair_bytes = np.array(names)
         self.buffer_max_ticks = buffer_max_ticks
         self.max_tx_ticks = max_tx_ticks
+        self.eager_rows = eager_rows  # this many waiting tick rows wake the flusher at once
         self.connect_timeout_s = connect_timeout_s
         self.application_name = application_name
         self.on_flush = on_flush
@@ -215,6 +217,7 @@ class Writer:
         self._small: list[tuple[int, int, float, float, int]] = []
         self._depth = 0  # tick rows not yet committed (pending + in flight)
         self._inflight = 0  # of which taken by the running flush
+        self._flushing = False
         self._conn: psycopg.Connection | None = None
         self._flush_lock = threading.Lock()
         self._last_drop_log = 0.0
@@ -290,6 +293,9 @@ class Writer:
                 self._pending.first_submit = chunk.submitted
             if self._depth - self._inflight > self.buffer_max_ticks:
                 self._enforce_bound()
+            eager = self._depth - self._inflight >= self.eager_rows
+        if eager:
+            self.wakeup.set()
 
     def submit_candles(self, candles: Iterable[Candle], kind: str) -> None:
         """Forming rows (kind "forming"), final rows ("closed", NOTIFY sent) or corrections."""
@@ -390,6 +396,18 @@ class Writer:
                 self._changed.wait(left if left is not None else 1.0)
             return True
 
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until everything submitted so far is committed (a flusher must be running)."""
+        deadline = None if timeout is None else self._mono() + timeout
+        with self._changed:
+            while self._small or not self._pending.empty() or self._flushing:
+                left = None if deadline is None else deadline - self._mono()
+                if left is not None and left <= 0:
+                    return False
+                self.wakeup.set()
+                self._changed.wait(0.5 if left is None else min(left, 0.5))
+            return True
+
     def flush(self) -> FlushStats | None:
         """Write everything pending; None when there was nothing to write.
 
@@ -404,20 +422,25 @@ class Writer:
                     return None
                 self._pending = _Pending()
                 self._inflight = sum(len(c) for c in taken.chunks)
+                self._flushing = True
             self.wakeup.clear()
             try:
                 stats = self._write(taken)
-            except psycopg.Error as e:
+            except BaseException as e:
                 with self._changed:
                     self._put_back(taken)
+                    self._flushing = False
                     self._changed.notify_all()
                 self.flush_errors += 1
                 self.db_up = False
                 self._drop_connection()
-                raise WriterError(f"database write failed: {type(e).__name__}: {e}".strip()) from e
+                if isinstance(e, psycopg.Error):
+                    raise WriterError(f"database write failed: {type(e).__name__}: {e}".strip()) from e
+                raise
             with self._changed:
                 self._depth -= stats.ticks
                 self._inflight = 0
+                self._flushing = False
                 self._changed.notify_all()
             self.flushes += 1
             self.db_up = True
