@@ -291,7 +291,8 @@ class LsSession:
             if conn is None or not (self.out or self.loop_pending):
                 continue
             lines, self.out = self.out, []
-            if self.loop_pending:
+            looping = self.loop_pending  # a LOOP requested during the send goes out next turn
+            if looping:
                 lines.append("LOOP,0")
             try:
                 await conn.ws.send_str("\r\n".join(lines) + "\r\n")
@@ -302,7 +303,7 @@ class LsSession:
             n = sum(1 for ln in lines if ln.startswith("U,"))
             self.sent_updates += n
             self.server.updates_sent += n
-            if self.loop_pending:
+            if looping:
                 self.loop_pending = False
                 self.detach(conn)  # the client closes this socket and binds a new one
 
