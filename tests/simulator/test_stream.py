@@ -25,24 +25,17 @@ EURUSD = tick_item("EURUSD")
 pytestmark = pytest.mark.filterwarnings("ignore:ssl=None is deprecated:DeprecationWarning")
 
 
-def test_trading_ig_stream_service_reaches_ws_streaming(sim: Simulator) -> None:
-    from lightstreamer.client import ClientListener
+@pytest.mark.parametrize("version", ["2", "3"])
+def test_trading_ig_stream_service_reaches_ws_streaming(sim: Simulator, version: str) -> None:
     from trading_ig import IGStreamService
 
-    stream = IGStreamService(ig_service(sim))
-    statuses: list[str] = []
-
-    class Listener(ClientListener):
-        def onStatusChange(self, status: str) -> None:
-            statuses.append(status)
-
-    stream.create_session(version="2")
-    stream.add_client_listener(Listener())
+    stream = IGStreamService(ig_service(sim, version=version))
+    stream.create_session(version=version)  # REST login, then LightstreamerClient.connect()
     try:
         deadline = time.monotonic() + 10
-        while "CONNECTED:WS-STREAMING" not in statuses and time.monotonic() < deadline:
+        while stream.ls_client.getStatus() != "CONNECTED:WS-STREAMING":
+            assert time.monotonic() < deadline, stream.ls_client.getStatus()
             time.sleep(0.02)
-        assert stream.ls_client.getStatus() == "CONNECTED:WS-STREAMING"
         assert stream.ls_client.connectionDetails.getSessionId().startswith("S")
     finally:
         stream.disconnect()
