@@ -4,9 +4,10 @@ Shape. Producers (the pipeline, on the stream's consumer thread) `submit_*` into
 buffers under a lock and never wait for the database; one flusher (`WriterThread`, or replay's
 loop) calls `flush()`, which swaps the buffers out and writes them:
 
-* ticks: binary COPY (built with numpy, no Python per row) into a temp staging table, then
-  `INSERT ... ON CONFLICT DO NOTHING` into `ticks`, so a re-subscription duplicate that slipped
-  past the aggregator's filter (or a retried flush) is stored once;
+* ticks: binary COPY (built with numpy, no Python per row) straight into `ticks` under a
+  savepoint; when a row is already stored (a re-subscription duplicate that slipped past the
+  aggregator's filter, a retried flush) the savepoint rolls back and the rows go through a temp
+  staging table and `INSERT ... ON CONFLICT DO NOTHING`, so each tick is stored once;
 * candles: staged the same way and upserted with their full state (never deltas), guarded so a
   REST row is never overwritten and a forming row never overwrites a complete one; a
   correction is just a newer full state of a closed candle;
@@ -231,6 +232,7 @@ class Writer:
         self.repairs_written = 0
         self.flushes = 0
         self.flush_errors = 0
+        self.ticks_copy_fallbacks = 0  # flushes whose ticks needed the ON CONFLICT path
         self.last_flush_s = 0.0
         self.db_up = False
 
@@ -543,11 +545,24 @@ class Writer:
         return b"".join(parts)
 
     def _write_ticks(self, cur: psycopg.Cursor, chunks: list[_Chunk]) -> int:
+        """COPY straight into `ticks` inside a savepoint (the common case: every row is new); if
+        a row is already stored (a repeat the aggregator's window did not cover, a retried
+        flush) the savepoint is rolled back and the rows go through the staging table and
+        `ON CONFLICT DO NOTHING`, so each tick is stored once either way."""
+        payload = [_COPY_HEADER, *(self._copy_rows(c) for c in chunks), _COPY_TRAILER]
+        n = sum(len(c) for c in chunks)
+        copy_in = "COPY ticks (time, pair, bid, ask, received_at) FROM STDIN (FORMAT BINARY)"
+        try:
+            # Called inside the flush's transaction, so this is a savepoint, not a commit.
+            with cur.connection.transaction(), cur.copy(copy_in) as cp:
+                for part in payload:
+                    cp.write(part)
+            return n
+        except psycopg.errors.UniqueViolation:
+            self.ticks_copy_fallbacks += 1
         with cur.copy("COPY _stage_ticks (time, pair, bid, ask, received_at) FROM STDIN (FORMAT BINARY)") as cp:
-            cp.write(_COPY_HEADER)
-            for chunk in chunks:
-                cp.write(self._copy_rows(chunk))
-            cp.write(_COPY_TRAILER)
+            for part in payload:
+                cp.write(part)
         cur.execute(_INSERT_TICKS)
         return max(cur.rowcount, 0)
 
@@ -574,32 +589,31 @@ class Writer:
         committed = inserted = 0
         try:
             with conn.cursor() as cur:
-                for i, sl in enumerate(slices):
-                    n_new = self._write_ticks(cur, sl) if sl else 0
-                    if i < len(slices) - 1:
-                        conn.commit()
-                        committed += sum(len(c) for c in sl)
-                        self.ticks_written += n_new
-                    else:
-                        inserted = n_new
-                written = self._write_candles(cur, taken) if taken.candles else {}
-                if taken.notify:
-                    cur.execute(
-                        _NOTIFY,
-                        (NOTIFY_CHANNEL, [notify_payload(*k) for k in sorted(taken.notify)]),
-                    )
-                if taken.repairs:
-                    keys = sorted(taken.repairs)
-                    cur.execute(
-                        _REPAIRS,
-                        (
-                            [k[0] for k in keys],
-                            [k[1] for k in keys],
-                            [ms_to_dt(k[2]) for k in keys],
-                            [taken.repairs[k] for k in keys],
-                        ),
-                    )
-            conn.commit()
+                for sl in slices[:-1]:
+                    with conn.transaction():
+                        n_new = self._write_ticks(cur, sl)
+                    committed += sum(len(c) for c in sl)
+                    self.ticks_written += n_new
+                # One transaction: the last ticks, the candles reflecting them, NOTIFY, repairs.
+                with conn.transaction():
+                    inserted = self._write_ticks(cur, slices[-1]) if slices[-1] else 0
+                    written = self._write_candles(cur, taken) if taken.candles else {}
+                    if taken.notify:
+                        cur.execute(
+                            _NOTIFY,
+                            (NOTIFY_CHANNEL, [notify_payload(*k) for k in sorted(taken.notify)]),
+                        )
+                    if taken.repairs:
+                        keys = sorted(taken.repairs)
+                        cur.execute(
+                            _REPAIRS,
+                            (
+                                [k[0] for k in keys],
+                                [k[1] for k in keys],
+                                [ms_to_dt(k[2]) for k in keys],
+                                [taken.repairs[k] for k in keys],
+                            ),
+                        )
         except psycopg.Error:
             if committed:  # earlier slices are stored: only the rest goes back
                 remaining: deque[_Chunk] = deque()

@@ -176,8 +176,9 @@ def _float_column(raw: Sequence[object], reason: np.ndarray) -> np.ndarray:
     assigns the same reasons `parse_price` would."""
     try:
         out = np.array(raw, dtype=np.float64)
-        # numpy turns None into NaN silently; any NaN goes the slow way to get its reason.
-        if out.shape == (len(raw),) and not np.isnan(out).any():
+        # numpy turns None into NaN silently; anything not finite goes the slow way to get
+        # the reason parse_price gives it.
+        if out.shape == (len(raw),) and np.isfinite(out).all():
             return out
     except (ValueError, TypeError):
         pass

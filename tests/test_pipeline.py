@@ -4,6 +4,7 @@ per-update path agreeing with the batch path on raw values."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import numpy as np
 from hypothesis import given, settings
@@ -135,7 +136,8 @@ def test_per_update_and_batch_paths_agree_on_raw_values(updates, chunk, own_cloc
         p.finish()
     assert reasons1 == reasons2
     assert one.ticks == many.ticks
-    assert p1.aggregator.stats() == p2.aggregator.stats()
+    # (how many dedupe keys each path happens to hold in memory is not a result)
+    assert replace(p1.aggregator.stats(), dedupe_keys=0) == replace(p2.aggregator.stats(), dedupe_keys=0)
     assert sorted(p1.aggregator.open_candles(), key=repr) == sorted(p2.aggregator.open_candles(), key=repr)
 
     def finals(sink: Sink) -> dict:
