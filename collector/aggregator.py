@@ -38,12 +38,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import timeframes as tfs
 from .models import Candle, Tick
 from .validation import MAX_TIME_MS, N_CODES, TIME_BITS, Reject, check_values, check_values_batch
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 _NEVER = 1 << 62  # "no close/evict due" and "no clock yet" (negated) sentinels
 _PENDING_FOLD = 8192  # per-tick dedupe keys held in a Python set before folding into numpy
@@ -210,14 +214,14 @@ class Aggregator:
         self.accepted_by_pair = [0] * len(self.pairs)
 
     @classmethod
-    def from_settings(cls, settings: object, **overrides: int) -> Aggregator:
+    def from_settings(cls, settings: Settings, **overrides: int) -> Aggregator:
         kw = {
-            "close_grace_ms": settings.close_grace_ms,  # type: ignore[attr-defined]
-            "lateness_ms": settings.lateness_ms,  # type: ignore[attr-defined]
-            "future_tolerance_ms": settings.future_tolerance_ms,  # type: ignore[attr-defined]
+            "close_grace_ms": settings.close_grace_ms,
+            "lateness_ms": settings.lateness_ms,
+            "future_tolerance_ms": settings.future_tolerance_ms,
         }
         kw.update(overrides)
-        return cls(settings.pairs, settings.timeframes, **kw)  # type: ignore[attr-defined]
+        return cls(settings.pairs, settings.timeframes, **kw)
 
     # ------------------------------------------------------------------ clock and closing
     @property

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from .aggregator import Aggregator, BatchResult, Event
 from .models import Candle
 from .store import ResumeState
 from .validation import Parsed, Reject, parse_columns, parse_raw
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 
 class TickSink(Protocol):
@@ -44,7 +47,7 @@ class TickSink(Protocol):
 class Pipeline:
     def __init__(
         self,
-        settings: object,
+        settings: Settings,
         writer: TickSink | None = None,
         clock: Callable[[], float] = time.monotonic,
         *,
@@ -58,9 +61,7 @@ class Pipeline:
         self.aggregator = aggregator
         self.writer = writer
         self.clock = clock
-        self.forming_interval_s = (
-            forming_interval_s if forming_interval_s is not None else settings.forming_interval_s  # type: ignore[attr-defined]
-        )
+        self.forming_interval_s = forming_interval_s if forming_interval_s is not None else settings.forming_interval_s
         self._next_forming = clock() + self.forming_interval_s
         self.forming_submitted = 0  # forming rows handed to the writer
 

@@ -40,6 +40,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
@@ -47,6 +48,9 @@ import psycopg
 from . import timeframes as tfs
 from .aggregator import CandleClosed, CandleCorrected, Event, RepairNeeded
 from .models import Candle, Tick
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -237,12 +241,12 @@ class Writer:
         self.db_up = False
 
     @classmethod
-    def from_settings(cls, settings: object, url: str | None = None, **kw: object) -> Writer:
-        url = url or settings.database_url  # type: ignore[attr-defined]
+    def from_settings(cls, settings: Settings, url: str | None = None, **kw: Any) -> Writer:
+        url = url or settings.database_url
         if not url:
             raise ValueError("no database URL")
-        kw.setdefault("buffer_max_ticks", settings.buffer_max_ticks)  # type: ignore[attr-defined]
-        return cls(url, settings.pairs, **kw)  # type: ignore[arg-type, attr-defined]
+        kw.setdefault("buffer_max_ticks", settings.buffer_max_ticks)
+        return cls(url, settings.pairs, **kw)
 
     # ------------------------------------------------------------------ submission (any thread)
     @property
@@ -586,13 +590,14 @@ class Writer:
                 slices[-1].append(part)
                 size += len(part)
                 ch = ch.tail(len(part))
-        committed = inserted = 0
+        committed = inserted = inserted_early = 0
         try:
             with conn.cursor() as cur:
                 for sl in slices[:-1]:
                     with conn.transaction():
                         n_new = self._write_ticks(cur, sl)
                     committed += sum(len(c) for c in sl)
+                    inserted_early += n_new
                     self.ticks_written += n_new
                 # One transaction: the last ticks, the candles reflecting them, NOTIFY, repairs.
                 with conn.transaction():
@@ -638,7 +643,7 @@ class Writer:
         end = self._mono()
         return FlushStats(
             ticks=sent,
-            ticks_inserted=inserted,
+            ticks_inserted=inserted_early + inserted,
             candles=written,
             notifies=len(taken.notify),
             repairs=len(taken.repairs),
@@ -763,8 +768,8 @@ class WriterThread:
         self.last_error: str | None = None
 
     @classmethod
-    def from_settings(cls, writer: Writer, settings: object, **kw: float) -> WriterThread:
-        kw.setdefault("retry_max_s", settings.db_retry_max_s)  # type: ignore[attr-defined]
+    def from_settings(cls, writer: Writer, settings: Settings, **kw: float) -> WriterThread:
+        kw.setdefault("retry_max_s", settings.db_retry_max_s)
         return cls(writer, **kw)
 
     def start(self) -> WriterThread:

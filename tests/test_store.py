@@ -66,6 +66,23 @@ def test_a_resubmitted_tick_is_stored_once(writer: Writer, db) -> None:
     assert (len(ticks_of(db)), writer.ticks_written, writer.ticks_submitted) == (1, 1, 2)
 
 
+def test_flush_mixing_stored_and_new_ticks_stores_the_new_ones(writer: Writer, db) -> None:
+    writer.submit_ticks(np.array([0]), np.array([T]), np.array([1.1]), np.array([1.2]))
+    writer.flush()
+    writer.submit_ticks(np.array([0, 0]), np.array([T, T + 1]), np.array([1.1, 1.1]), np.array([1.2, 1.2]))
+    writer.flush()
+    assert (len(ticks_of(db)), writer.ticks_written, writer.ticks_copy_fallbacks) == (2, 2, 1)
+
+
+def test_large_flush_is_split_into_transactions_with_candles_in_the_last(db, db_url: str) -> None:
+    w = Writer(db_url, PAIRS, max_tx_ticks=2)
+    w.submit_ticks(np.zeros(5, int), T + np.arange(5), np.full(5, 1.1), np.full(5, 1.2))
+    w.submit_candles([cndl(n=5)], "forming")
+    stats = w.flush()
+    w.close()
+    assert (stats.ticks, stats.ticks_inserted, len(ticks_of(db)), stored_candles(db)[0][4]) == (5, 5, 5, 5)
+
+
 def test_two_quotes_in_the_same_millisecond_are_both_stored(writer: Writer, db) -> None:
     writer.submit_ticks(np.array([0, 0]), np.array([T, T]), np.array([1.1, 1.1]), np.array([1.2, 1.3]))
     writer.flush()
