@@ -583,6 +583,17 @@ class Simulator:
     def stats(self) -> dict[str, Any]:
         return self._call(lambda c: c.stats())
 
+    def issued_tokens(self) -> list[str]:
+        """Every session token handed out so far: tests prove none of them reaches a log."""
+
+        def read(c: SimCore) -> list[str]:
+            out = []
+            for sess in c.auth.by_cst.values():
+                out += [t for t in (sess.cst, sess.xst, sess.access_token, sess.refresh_token) if t]
+            return out
+
+        return self._call(read)
+
     # --- faults -----------------------------------------------------------------------------
     def drop_connections(self, mode: str = "close") -> dict[str, Any]:
         return self._call(lambda c: c.drop(mode))

@@ -1,0 +1,565 @@
+"""`ig-collector run`: the supervised daemon.
+
+Threads and who owns what:
+- the Lightstreamer library's threads call our listeners, which only append to one deque
+  (updates and stream state changes in the order the library saw them);
+- the consumer thread drains the deque into the pipeline (validation -> aggregator -> writer),
+  moves the market clock, and notices gaps: the stream going down and coming back brackets an
+  interval in IG time whose buckets are flagged for REST repair;
+- the writer thread commits ticks and candles (collector.store);
+- the repair thread replaces flagged buckets from REST once they close (collector.repairs);
+- the main thread supervises: login, connect, reconnect with backoff and jitter, the tick-age
+  watchdog (market-hours aware), token keep-alive, systemd notify, metrics, shutdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import random
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from . import __version__, logs
+from . import timeframes as tfs
+from .aggregator import CandleClosed, CandleCorrected, Event
+from .clock import Clock, make_clock
+from .config import Settings, load_settings
+from .ig_rest import IGSession, LoginFailed, RestClient, RestError
+from .ig_stream import RawUpdate, StreamClient, StreamEvent
+from .market_hours import is_open
+from .metrics import Metrics
+from .migrate import migrate
+from .pipeline import Pipeline
+from .repairs import RepairBook, RepairWorker, flags_for_interval
+from .store import FlushStats, Writer, WriterError, WriterThread
+from .systemd_notify import Notifier
+from .validation import Reject
+
+HELP = "run the collector daemon: stream, aggregate, write, supervise, backfill gaps"
+log = logging.getLogger("collector.daemon")
+
+STREAMING = ("CONNECTED:WS-STREAMING", "CONNECTED:HTTP-STREAMING", "CONNECTED:WS-POLLING", "CONNECTED:HTTP-POLLING")
+TERMINAL_STATUS = "DISCONNECTED"
+DRAIN_MAX = 50_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Marker:
+    """A stream state change, queued in order with the updates around it."""
+
+    up: bool
+    at_ms: int  # clock time the library reported it
+
+
+class PartialAwareSink:
+    """Between the pipeline and the writer: a closing bucket that the stream saw only in part
+    (flagged for repair) is written incomplete and without NOTIFY; the repair notifies later."""
+
+    def __init__(self, writer: Writer, book: RepairBook) -> None:
+        self.writer, self.book = writer, book
+
+    def submit_tick(self, *a: Any, **kw: Any) -> None:
+        self.writer.submit_tick(*a, **kw)
+
+    def submit_ticks(self, *a: Any, **kw: Any) -> None:
+        self.writer.submit_ticks(*a, **kw)
+
+    def submit_candles(self, candles: Iterable[Any], kind: str) -> None:
+        self.writer.submit_candles(candles, kind)
+
+    def submit_events(self, events: Iterable[Event]) -> None:
+        keep: list[Event] = []
+        partial = []
+        for e in events:
+            if isinstance(e, CandleClosed | CandleCorrected):
+                c = e.candle
+                if self.book.is_flagged(c.pair, c.timeframe, c.bucket_ms):
+                    partial.append(dataclasses.replace(c, complete=False))
+                    continue
+            keep.append(e)
+        if keep:
+            self.writer.submit_events(keep)
+        if partial:
+            self.writer.submit_candles(partial, "forming")
+
+
+class Consumer:
+    """Drains stream updates into the pipeline on one thread; tracks gaps in IG time."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.updates: deque[RawUpdate | _Marker] = deque()
+        self.last_utm: dict[str, int] = {}  # newest IG time per pair
+        self.last_arrival_ms = 0  # clock time of the newest accepted update
+        self.gap_start: int | None = None  # IG time the stream went down; None while up
+        self.awaiting_first = False  # down->up seen; the gap ends at the next live tick
+        self.received = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="consumer", daemon=True)
+        self._received_by_pair: dict[str, int] = {}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def overflow(self, r: RawUpdate) -> None:
+        """The consumer fell behind the bound: the tick is lost, its buckets must be repaired."""
+        self.d.metrics.ticks_dropped.inc()
+        with contextlib.suppress(TypeError, ValueError):
+            t = int(r.utm)  # type: ignore[arg-type]
+            self.d.book.flag(flags_for_interval([r.pair], self.d.settings.timeframes, t, t, "queue_overflow"))
+
+    def _run(self) -> None:
+        d = self.d
+        while not self._stop.is_set():
+            n = self.drain()
+            d.pipeline.tick(d.clock.now_ms())
+            if n == 0:
+                self._stop.wait(0.02)
+        self.drain()
+        d.pipeline.tick(d.clock.now_ms(), force_forming=True)
+
+    def drain(self) -> int:
+        d = self.d
+        dq = self.updates
+        pairs: list[str] = []
+        bids: list[str | None] = []
+        ofrs: list[str | None] = []
+        utms: list[str | None] = []
+        recv: list[int] = []
+        n = 0
+        while dq and n < DRAIN_MAX:
+            item = dq.popleft()
+            if isinstance(item, _Marker):
+                self._feed(pairs, bids, ofrs, utms, recv)
+                pairs, bids, ofrs, utms, recv = [], [], [], [], []
+                self._on_marker(item)
+                continue
+            n += 1
+            if self.awaiting_first and not item.snapshot:
+                self._close_gap(item)
+            pairs.append(item.pair)
+            bids.append(item.bid)
+            ofrs.append(item.ofr)
+            utms.append(item.utm)
+            recv.append(item.received_ms)
+            self._received_by_pair[item.pair] = self._received_by_pair.get(item.pair, 0) + 1
+        self._feed(pairs, bids, ofrs, utms, recv)
+        self.received += n
+        d.metrics.queue_depth.set(len(dq))
+        return n
+
+    def _feed(self, pairs: list[str], bids: list, ofrs: list, utms: list, recv: list[int]) -> None:
+        if not pairs:
+            return
+        res = self.d.pipeline.feed_batch(pairs, bids, ofrs, utms, np.asarray(recv, dtype=np.int64))
+        ok = res.reason == 0
+        if ok.any():
+            self.last_arrival_ms = max(self.last_arrival_ms, recv[-1])
+            for i in np.flatnonzero(ok).tolist():
+                try:
+                    t = int(utms[i])  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    continue
+                if t > self.last_utm.get(pairs[i], 0):
+                    self.last_utm[pairs[i]] = t
+
+    def _on_marker(self, m: _Marker) -> None:
+        if not m.up:
+            if self.gap_start is None:
+                self.gap_start = max(self.last_utm.values(), default=None) or m.at_ms
+                log.info("stream down: buckets from here on will be repaired from REST")
+            self.awaiting_first = False
+        elif self.gap_start is not None:
+            self.awaiting_first = True
+
+    def _close_gap(self, first: RawUpdate) -> None:
+        try:
+            end = int(first.utm)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return
+        self.awaiting_first = False
+        start, self.gap_start = self.gap_start, None
+        if start is None:
+            return
+        # The bucket of the first tick back is partial whatever the clocks say.
+        self.d.flag_gap(min(start, end), end, "stream_gap")
+
+    def sync_metrics(self) -> None:
+        m = self.d.metrics
+        for pair, n in list(self._received_by_pair.items()):
+            if n:
+                m.ticks_received.labels(pair).inc(n)
+                self._received_by_pair[pair] -= n
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, metrics: Metrics | None = None) -> None:
+        settings.require("database_url", "ig_username", "ig_password", "ig_api_key")
+        self.settings = settings
+        self.url: str = settings.database_url  # type: ignore[assignment]
+        self.clock = clock or make_clock(settings.clock, settings.ig_api_url)
+        self.metrics = metrics or Metrics()
+        self.notifier = Notifier()
+        self.book = RepairBook(self.url)
+        self.writer = Writer.from_settings(settings, self.url, on_flush=self._on_flush, wall_ms=self.clock.now_ms)
+        self.writer_thread = WriterThread.from_settings(self.writer, settings)
+        self.pipeline = Pipeline(settings, PartialAwareSink(self.writer, self.book))
+        self.consumer = Consumer(self)
+        self.rest = RestClient(settings, "collector", db_url=self.url, now_ms=self.clock.now_ms)
+        self.repairs = RepairWorker(
+            settings, self.url, self.book, self.metrics, self.clock.now_ms,
+            lambda: RestClient(settings, "collector", db_url=self.url, now_ms=self.clock.now_ms),
+        )  # fmt: skip
+        self.epics = {settings.epic(p): p for p in settings.pairs}
+        self.stream: StreamClient | None = None
+        self.session: IGSession | None = None
+        self.status = "STOPPED"
+        self.connected_at_ms: int | None = None
+        self.stopping = threading.Event()
+        self._events: deque[StreamEvent] = deque()
+        self._attempt = 0
+        self._agg_seen: dict[str, int] = {}
+
+    # --- helpers ----------------------------------------------------------------------------
+    def flag_gap(self, start_ms: int, end_ms: int, reason: str) -> None:
+        """Flag every market-hours bucket overlapping [start, end] for all pairs and timeframes."""
+        s = self.settings
+        floor = self.clock.now_ms() - int(s.backfill_max_age_s * 1000)
+        if start_ms < floor:
+            log.warning(
+                "gap older than COLLECTOR_BACKFILL_MAX_AGE_S not repaired automatically; "
+                "use `ig-collector backfill --since`",
+                extra={"gap_start": start_ms, "repair_from": floor},
+            )
+            start_ms = floor
+        if end_ms < start_ms:
+            return
+        flags = flags_for_interval(s.pairs, s.timeframes, start_ms, end_ms, reason)
+        self.book.flag(flags)
+        self.repairs.wake()
+        log.info("gap flagged for REST repair", extra={"from_ms": start_ms, "to_ms": end_ms, "buckets": len(flags)})
+
+    def _on_flush(self, st: FlushStats) -> None:
+        log.debug(
+            "flushed", extra={"ticks": st.ticks, "candles": sum(st.candles.values()), "seconds": round(st.seconds, 4)}
+        )
+        m = self.metrics
+        m.write_seconds.observe(st.seconds)
+        m.ticks_written.inc(st.ticks_inserted)
+        for (tf, kind), n in st.candles.items():
+            m.candles_written.labels(tf, kind).inc(n)
+        m.db_up.set(1)
+        if st.oldest_submit_age_s:
+            m.visible_lag.observe(st.oldest_submit_age_s)
+        for _pair, tf, bucket in st.closed:
+            lag = (st.committed_at_ms - (bucket + tfs.length_ms(tf))) / 1000
+            m.close_lag.observe(max(0.0, lag))
+
+    def _sync_metrics(self) -> None:
+        m, ag, now = self.metrics, self.pipeline.aggregator, self.clock.now_ms()
+        self.consumer.sync_metrics()
+        for r in Reject:
+            self._inc(f"rej:{r.label}", ag.rejected[r], m.ticks_rejected.labels(r.label))
+        for i, pair in enumerate(ag.pairs):
+            self._inc(f"acc:{pair}", ag.accepted_by_pair[i], m.ticks_accepted.labels(pair))
+        self._inc("late:corrected", sum(ag.late_corrected), m.late_ticks.labels("corrected"))
+        self._inc("late:dropped", sum(ag.late_dropped), m.late_ticks.labels("dropped"))
+        self._inc("dropped", self.writer.ticks_dropped, m.ticks_dropped)
+        self._inc("write_errors", self.writer.flush_errors, m.write_errors)
+        m.buffer_ticks.set(self.writer.buffer_depth)
+        m.buffer_capacity.set(self.settings.buffer_max_ticks)
+        if self.writer_thread.last_error:
+            m.db_up.set(0)
+        m.market_open.set(1 if is_open(now) else 0)
+        for pair in self.settings.pairs:
+            last = self.consumer.last_utm.get(pair)
+            if last is not None:
+                m.tick_age.labels(pair).set(max(0.0, (now - last) / 1000))
+
+    def _inc(self, key: str, total: int, counter: Any) -> None:
+        delta = total - self._agg_seen.get(key, 0)
+        if delta > 0:
+            counter.inc(delta)
+            self._agg_seen[key] = total
+
+    def _set_status(self, status: str) -> None:
+        self.status = status
+        self.metrics.set_stream_state(status)
+        self.notifier.status(f"stream {status}; {self.consumer.received} updates; buffer {self.writer.buffer_depth}")
+
+    def _on_stream_event(self, e: StreamEvent) -> None:  # library thread: enqueue only
+        if e.kind == "status":
+            self.consumer.updates.append(_Marker(up=e.status in STREAMING, at_ms=self.clock.now_ms()))
+        self._events.append(e)
+
+    # --- start-up -----------------------------------------------------------------------------
+    def _prepare_database(self) -> None:
+        delay = 1.0
+        while not self.stopping.is_set():
+            try:
+                report = migrate(self.url, self.settings)
+                self.edition = report.info
+                self.metrics.info.info({"version": __version__, "timescaledb": report.info.describe()})
+                log.info("database ready", extra={"timescaledb": report.info.describe()})
+                self.metrics.db_up.set(1)
+                for w in report.warnings:
+                    log.warning(w)
+                state = self.writer.load_state(
+                    self.clock.now_ms(), self.settings.timeframes,
+                    close_grace_ms=self.settings.close_grace_ms, lateness_ms=self.settings.lateness_ms,
+                    dedupe_window_ms=self.pipeline.aggregator.dedupe_window_ms,
+                    future_tolerance_ms=self.settings.future_tolerance_ms,
+                )  # fmt: skip
+                n = self.pipeline.resume(state)
+                last = max((t.time_ms for t in state.last_ticks), default=None)
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    self.book.load_open(conn)
+                    if last is None:
+                        last = conn.execute(
+                            "SELECT (extract(epoch FROM max(time)) * 1000)::bigint FROM ticks "
+                            "WHERE time > now() - make_interval(secs => %s)",
+                            (self.settings.backfill_max_age_s,),
+                        ).fetchone()[0]
+                # Whatever happened between the last committed tick and the first new one
+                # (a restart, kill -9, a first start mid-bucket) is a gap to repair.
+                self.consumer.gap_start = int(last) if last is not None else None
+                self.consumer.awaiting_first = True
+                self._first_start = last is None
+                log.info("resumed open buckets", extra={"candles": n, "last_tick_ms": last})
+                return
+            except (psycopg.Error, WriterError) as e:
+                log.warning("database not reachable at start; retrying", extra={"error": str(e).strip()})
+                self.notifier.status("waiting for the database")
+                self.stopping.wait(delay)
+                delay = min(delay * 2, self.settings.db_retry_max_s)
+
+    def _check_epics(self) -> None:
+        for epic in self.epics:
+            self.rest.check_epic(epic)
+        log.info("epics checked", extra={"epics": len(self.epics), "suffix": self.settings.ig_epic_suffix})
+
+    # --- connection management ----------------------------------------------------------------
+    def _backoff(self, cause: str) -> None:
+        self._attempt += 1
+        cap = min(self.settings.reconnect_max_backoff_s, 0.5 * 2 ** min(self._attempt, 10))
+        delay = random.uniform(cap / 2, cap)  # jitter: many collectors never reconnect in step
+        self.metrics.reconnects.labels(cause).inc()
+        log.info("reconnecting", extra={"cause": cause, "attempt": self._attempt, "delay_s": round(delay, 2)})
+        self.stopping.wait(delay)
+
+    def _drop_stream(self) -> None:
+        if self.stream is not None:
+            with contextlib.suppress(Exception):
+                self.stream.disconnect()
+            self.stream = None
+        self.consumer.updates.append(_Marker(up=False, at_ms=self.clock.now_ms()))
+
+    def _connect(self) -> bool:
+        """Fresh login (new CST/XST) and a new Lightstreamer client."""
+        self._set_status("LOGGING_IN")
+        try:
+            self.session = self.rest.login()
+            self.metrics.logins.labels("ok").inc()
+        except LoginFailed as e:
+            self.metrics.logins.labels("refused").inc()
+            log.error("IG login refused", extra={"error": str(e)})
+            return False
+        except (RestError, OSError) as e:
+            self.metrics.logins.labels("error").inc()
+            log.warning("IG login failed", extra={"error": str(e)})
+            return False
+        self._events.clear()
+        self.stream = StreamClient(
+            self.session, self.epics, self.consumer.updates, self._on_stream_event, self.clock.now_ms,
+            max_queue=self.settings.buffer_max_ticks, on_overflow=self.consumer.overflow,
+        )  # fmt: skip
+        self._set_status("CONNECTING")
+        self.stream.connect()
+        self.connected_at_ms = None
+        self._connect_started = time.monotonic()
+        return True
+
+    def _handle_events(self) -> str | None:
+        """Process queued stream events; returns a reconnect cause or None."""
+        while self._events:
+            e = self._events.popleft()
+            log.debug("stream event", extra={"kind": e.kind, "status": e.status, "code": e.code})
+            if e.kind == "status":
+                log.info("stream status", extra={"status": e.status})
+                if e.status in STREAMING:
+                    self._set_status("CONNECTED")
+                    self._attempt = 0
+                    self.connected_at_ms = self.clock.now_ms()
+                    if not getattr(self, "_ready_sent", False):
+                        self.notifier.ready("streaming")
+                        self._ready_sent = True
+                elif e.status == TERMINAL_STATUS:
+                    self._set_status("DISCONNECTED")
+                    return "server_end"
+                elif e.status.startswith("DISCONNECTED"):
+                    self._set_status("RETRYING")
+                    self._connect_started = time.monotonic()
+            elif e.kind == "server_error":
+                log.warning("stream server error", extra={"code": e.code, "message": e.message})
+                return "server_error"
+            elif e.kind == "subscription_error":
+                log.error(
+                    "subscription refused: check IG_EPIC_SUFFIX for this account type",
+                    extra={"code": e.code, "message": e.message},
+                )
+                return "server_error"
+        return None
+
+    def _stale(self) -> bool:
+        """Silent stream during market hours (the client never reports STALLED itself)."""
+        if self.status != "CONNECTED":
+            return False
+        now = self.clock.now_ms()
+        if not is_open(now):
+            return False
+        last = max(self.consumer.last_arrival_ms, self.connected_at_ms or 0)
+        return now - last > self.settings.stale_after_s * 1000
+
+    # --- main loop ------------------------------------------------------------------------------
+    def run(self) -> int:
+        s = self.settings
+        self.metrics.set_stream_state("STOPPED")
+        self._prepare_database()
+        if self.stopping.is_set():
+            return 0
+        self.writer_thread.start()
+        self.consumer.start()
+        self.repairs.start()
+        try:
+            self._check_epics()
+        except RestError as e:
+            log.error("epic check failed", extra={"error": str(e)})
+            if "not available" in str(e):
+                return 2
+        except LoginFailed as e:
+            log.error("IG login refused at start", extra={"error": str(e)})
+        next_keepalive = time.monotonic() + s.session_keepalive_s
+        next_maint = time.monotonic() + 60
+        next_metrics = 0.0
+        connected = False
+        while not self.stopping.is_set():
+            if not connected:
+                connected = self._connect()
+                if not connected:
+                    self._backoff("login_failed")
+                    continue
+            cause = self._handle_events()
+            if cause is None and self._stale():
+                cause = "stale"
+                log.warning("no ticks during market hours; reconnecting", extra={"stale_after_s": s.stale_after_s})
+            if (
+                cause is None
+                and self.status in ("CONNECTING", "RETRYING")
+                and time.monotonic() - self._connect_started > max(30.0, s.stale_after_s)
+            ):
+                cause = "stale"  # the library's own retries are not getting anywhere
+            if cause:
+                self._drop_stream()
+                connected = False
+                self._set_status("DISCONNECTED")
+                self._backoff(cause)
+                continue
+            now = time.monotonic()
+            if now >= next_keepalive:
+                next_keepalive = now + s.session_keepalive_s
+                try:
+                    self.rest.keepalive()
+                except Exception as e:
+                    log.warning("session keep-alive failed; the next reconnect logs in again", extra={"error": str(e)})
+            if now >= next_metrics:
+                next_metrics = now + 1.0
+                self._sync_metrics()
+                self.notifier.watchdog()
+            if now >= next_maint:
+                next_maint = now + 3600
+                threading.Thread(target=self._maintenance, name="maintenance", daemon=True).start()
+            self.stopping.wait(0.05)
+        return self._shutdown()
+
+    def _maintenance(self) -> None:
+        """Apache edition: tick retention ourselves. Full edition without a working scheduler:
+        materialize the rollups ourselves (real-time aggregation keeps answers right anyway)."""
+        info = getattr(self, "edition", None)
+        try:
+            with psycopg.connect(self.url, autocommit=True, application_name="ig-collector maintenance") as conn:
+                if info is not None and info.edition == "apache":
+                    conn.execute(
+                        "SELECT drop_chunks('ticks', older_than => %s::interval)", (self.settings.ticks_retention,)
+                    )
+                elif info is not None:
+                    failing = conn.execute(
+                        "SELECT count(*) FROM timescaledb_information.job_stats WHERE last_run_status = 'Failed' "
+                        "AND hypertable_name IN ('candles_1h', 'candles_4h', 'candles_1d')"
+                    ).fetchone()[0]
+                    if failing or not info.scheduler_running:
+                        for view in ("candles_1h", "candles_4h", "candles_1d"):
+                            conn.execute(
+                                f"CALL refresh_continuous_aggregate('{view}', now() - interval '3 days', "
+                                "now() - interval '1 hour')"
+                            )
+                        log.warning("TimescaleDB jobs are failing or not scheduled; refreshed rollups ourselves")
+        except psycopg.Error as e:
+            log.warning("maintenance skipped", extra={"error": str(e).strip()})
+
+    def _shutdown(self) -> int:
+        log.info("stopping: flushing forming candles")
+        self.notifier.stopping("flushing")
+        self._set_status("STOPPED")
+        if self.stream is not None:
+            with contextlib.suppress(Exception):
+                self.stream.disconnect()
+        self.consumer.stop()
+        self.repairs.stop()
+        self._sync_metrics()
+        clean = self.writer_thread.stop(timeout=8.0)
+        self.writer.close()
+        self.rest.logout()
+        if not clean:
+            log.error("database unreachable at shutdown: unwritten rows lost; their buckets repair at next start")
+        log.info("stopped", extra={"ticks_written": self.writer.ticks_written})
+        return 0
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides COLLECTOR_LOG_LEVEL")
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = load_settings(getattr(args, "config", None))
+    logs.setup(args.log_level or settings.log_level, settings.log_format)
+    daemon = Daemon(settings)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: daemon.stop())
+    server, _ = daemon.metrics.serve(settings.metrics_host, settings.metrics_port)
+    log.info(
+        "collector starting",
+        extra={"version": __version__, "pairs": len(settings.pairs), "timeframes": ",".join(settings.timeframes),
+               "metrics": f"{settings.metrics_host}:{settings.metrics_port}"},
+    )  # fmt: skip
+    try:
+        return daemon.run()
+    finally:
+        with contextlib.suppress(Exception):
+            server.shutdown()  # type: ignore[attr-defined]
