@@ -162,11 +162,17 @@ COMMENT ON FUNCTION last_candles(text, text, integer, boolean) IS
     'The last n mid candles (bid+ask)/2 of a pair, newest first: 5m/15m from candles (complete only unless '
     'include_forming), 1h/4h/1d from the rollups (the newest bar left out while forming unless include_forming).';
 
+-- A running sum of bigints that stays bigint (sum(bigint) returns numeric, which is slow).
+-- int8pl raises on overflow rather than wrapping.
+CREATE OR REPLACE AGGREGATE indicators_int8_sum(bigint) (SFUNC = int8pl, STYPE = bigint, PARALLEL = SAFE);
+
 -- indicators(): DESIGN section 8's contract. How it stays fast (about 2 ms for 300 bars):
 -- * it reads n + max(199, 51 + D - 1) bars, the most any window of the n bars reaches back;
--- * MA-200 is a difference of running sums taken in numeric, which is exact, so a value never
---   depends on where the slice starts (appending a bar changes no earlier value, not even in the
---   last bit) and costs O(1) per bar;
+-- * MA-200 is a difference of running sums, in exact integer arithmetic on closes in units of
+--   1e-10 (FX mids have at most 7 decimals, so nothing is lost on real prices; any price is
+--   off by at most 5e-11): O(1) per bar, and a value never depends on where the slice starts,
+--   so appending a bar changes no earlier value, not even in the last bit. Overflow would need
+--   a cumulative sum above 9.2e18, i.e. millions of bars at price 1000;
 -- * highest high / lowest low over 9, 26 and 52 bars are built by doubling from 4-bar maxima
 --   (4 -> 9, 16 -> 26, 52) with lag(), a few lookups per bar instead of re-scanning each frame.
 CREATE OR REPLACE FUNCTION indicators(pair text, timeframe text, n integer, include_forming boolean DEFAULT false,
@@ -194,7 +200,7 @@ BEGIN
     WITH l1 AS (
         SELECT m.bucket, m.open, m.high, m.low, m.close,
                row_number() OVER o AS rn, count(*) OVER () AS total,
-               sum(m.close::numeric) OVER o AS cs,
+               indicators_int8_sum(round(m.close * 1e10)::bigint) OVER o AS cs,
                greatest(m.high, lag(m.high, 1) OVER o, lag(m.high, 2) OVER o, lag(m.high, 3) OVER o) AS h4,
                least(m.low, lag(m.low, 1) OVER o, lag(m.low, 2) OVER o, lag(m.low, 3) OVER o) AS l4
         FROM last_candles(indicators.pair, indicators.timeframe, indicators.n + greatest(199, 51 + s),
@@ -202,7 +208,7 @@ BEGIN
         WINDOW o AS (ORDER BY m.bucket ROWS UNBOUNDED PRECEDING)
     ), l2 AS (
         SELECT l1.bucket, l1.open, l1.high, l1.low, l1.close, l1.rn, l1.total,
-               CASE WHEN l1.rn >= 200 THEN ((l1.cs - lag(l1.cs, 200, 0::numeric) OVER o) / 200)::float8 END AS ma,
+               CASE WHEN l1.rn >= 200 THEN (l1.cs - lag(l1.cs, 200, 0::bigint) OVER o) / 2e12::float8 END AS ma,
                CASE WHEN l1.rn >= 9 THEN
                    (greatest(l1.h4, lag(l1.h4, 4) OVER o, lag(l1.high, 8) OVER o)
                     + least(l1.l4, lag(l1.l4, 4) OVER o, lag(l1.low, 8) OVER o)) / 2 END AS tk,
@@ -236,7 +242,9 @@ COMMENT ON FUNCTION indicators(text, text, integer, boolean, integer) IS
     'from the bar displacement-1 earlier, as TradingView), chikou_ref (mid close displacement-1 bars earlier). '
     'Windows count bars; NULL until the whole window exists; no look-ahead.';
 
+REVOKE ALL ON FUNCTION indicators_int8_sum(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION last_candles(text, text, integer, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION indicators(text, text, integer, boolean, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION indicators_int8_sum(bigint) TO trading_bot, grafana_reader;
 GRANT EXECUTE ON FUNCTION last_candles(text, text, integer, boolean) TO trading_bot, grafana_reader;
 GRANT EXECUTE ON FUNCTION indicators(text, text, integer, boolean, integer) TO trading_bot, grafana_reader;

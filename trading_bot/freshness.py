@@ -112,10 +112,17 @@ class FreshnessGuard:
 
     def ensure(self, pair: str, timeframe: str, newest_ms: int | None, now_ms: int) -> int:
         """Fill the head gap of one series if there is one; returns candles stored."""
+        key = (pair, timeframe)
+        if newest_ms is None:
+            # No history at all is a warm-up, not an outage: buying it here could spend the week's
+            # allowance on the bot's first start. Say so once.
+            if key not in self._asked_until:
+                log.warning("no %s candles for %s at all; run `trading-bot warmup --plan`", timeframe, pair)
+                self._asked_until[key] = now_ms
+            return 0
         gap = find_gap(pair, timeframe, newest_ms, now_ms, self.margin_ms, self.max_bars)
         if gap is None:
             return 0
-        key = (pair, timeframe)
         tf_ms = tfs.length_ms(timeframe)
         start = max(gap.start_ms, self._asked_until.get(key, gap.start_ms - tf_ms) + tf_ms)
         if start > gap.end_ms or not self._allowed_now(key):

@@ -4,6 +4,10 @@ subcommand explains itself, and bad settings exit 2 naming the setting."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -87,3 +91,23 @@ def test_bad_settings_exit_2_naming_the_setting(db_url: str, monkeypatch: pytest
 
     assert main(["--database-url", db_url, "signals"]) == 2
     assert "TRADING_BOT_MAX_OPEN_POSITIONS" in capsys.readouterr().err
+
+
+def test_run_stops_cleanly_on_sigterm(db: psycopg.Connection, db_url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": db_url, "COLLECTOR_LOG_FORMAT": "json", "TRADING_BOT_REST_FALLBACK": "false"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trading_bot.cli", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # wait until it listens
+            if "listening on candle_closed" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()

@@ -135,3 +135,12 @@ def test_a_refused_budget_spends_nothing_and_stores_nothing(
     assert spent(db) == 0
     assert db.execute("SELECT count(*) FROM candles").fetchone()[0] == 0
     assert sim.stats()["rest_candles_served"] == served_before
+
+
+def test_a_series_without_any_candle_is_left_to_the_warm_up(pool: ConnectionPool) -> None:
+    def no_rest() -> RestClient:
+        raise AssertionError("no REST client may be built for a series without history")
+
+    guard = FreshnessGuard(pool, no_rest, margin_s=30, max_bars=300)
+
+    assert guard.ensure("EURUSD", "5m", None, ms(WEDNESDAY_NOON)) == 0
