@@ -39,7 +39,8 @@ full_edition_installed() {
 }
 
 install_postgres() {
-  if [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_config" ] || [ -x "$PG_BIN/initdb" ] && command -v pg_config >/dev/null && [ -d "/usr/include/postgresql/$PG_VERSION/server" ]; then
+  if [ -x "$PG_BIN/initdb" ] && [ -d "/usr/include/postgresql/$PG_VERSION/server" ] && command -v cmake >/dev/null \
+     && command -v dpkg-source >/dev/null; then
     return
   fi
   step "installing PostgreSQL $PG_VERSION from Debian"
@@ -115,6 +116,11 @@ unix_socket_directories = '$DEVDB_DIR'
 shared_preload_libraries = 'timescaledb'
 timescaledb.license = '$license'
 timescaledb.telemetry_level = off
+# No background job scheduler in the throwaway cluster: tests must not race policy jobs (a
+# job killed by DROP DATABASE ... FORCE has crashed the server on PostgreSQL 15.20 with
+# TimescaleDB 2.28), and the collector's own maintenance path is what then keeps rollups
+# materialized. Real-time aggregation keeps every answer correct either way.
+timescaledb.max_background_workers = ${DEVDB_TS_WORKERS:-0}
 max_connections = 200
 fsync = off
 synchronous_commit = off

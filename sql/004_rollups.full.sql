@@ -33,14 +33,14 @@ WITH NO DATA;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS candles_1d
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
-SELECT pair, time_bucket(INTERVAL '1 day', bucket, 'America/New_York', "offset" => INTERVAL '17 hours') AS bucket,
+SELECT pair, time_bucket(INTERVAL '1 day', bucket, 'America/New_York', origin => TIMESTAMPTZ '2000-01-02 17:00:00-05') AS bucket,
        first(bid_open, candles.bucket) AS bid_open, max(bid_high) AS bid_high,
        min(bid_low) AS bid_low, last(bid_close, candles.bucket) AS bid_close,
        first(ask_open, candles.bucket) AS ask_open, max(ask_high) AS ask_high,
        min(ask_low) AS ask_low, last(ask_close, candles.bucket) AS ask_close,
        sum(ticks)::bigint AS ticks
 FROM candles WHERE timeframe = '15m'
-GROUP BY pair, time_bucket(INTERVAL '1 day', candles.bucket, 'America/New_York', "offset" => INTERVAL '17 hours')
+GROUP BY pair, time_bucket(INTERVAL '1 day', candles.bucket, 'America/New_York', origin => TIMESTAMPTZ '2000-01-02 17:00:00-05')
 WITH NO DATA;
 
 -- Windows reach back far enough for late corrections and REST repairs; older changes are

@@ -191,12 +191,6 @@ def test_daily_rollup_starts_at_17_00_new_york(replayed, db_url: str) -> None:
     assert days == [ms(2024, 3, 13, 21), ms(2024, 3, 14, 21), ms(2024, 3, 15, 21), ms(2024, 3, 17, 21)]
 
 
-@pytest.mark.xfail(
-    reason="sql/004_rollups buckets 1d with time_bucket(..., 'America/New_York', offset => '17 hours'); "
-    "TimescaleDB 2.28 applies that offset as an absolute interval, so on the Sunday DST changes "
-    "the trading day starts at 18:00 EDT (March) or 16:00 EST (November) instead of 17:00",
-    strict=False,
-)
 def test_daily_rollup_starts_at_17_00_new_york_on_the_dst_change_sunday(db, db_url: str, tmp_path: Path) -> None:
     ticks = [Tick("EURUSD", ms(2024, 3, 8, 21, 10), 1.1, 1.2), Tick("EURUSD", ms(2024, 3, 10, 21, 10), 1.1, 1.2)]
     replay_file(write_file(tmp_path / "dst.csv", ticks), db_url, SETTINGS, progress=False)

@@ -6,6 +6,7 @@ import datetime as dt
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -65,7 +66,9 @@ def _rollup_reference(conn: psycopg.Connection, bucket_expr: str) -> list[tuple]
 ROLLUPS = {
     "candles_1h": "time_bucket('1 hour', bucket)",
     "candles_4h": "time_bucket('4 hours', bucket)",
-    "candles_1d": "time_bucket('1 day', bucket, 'America/New_York', \"offset\" => '17 hours')",
+    # Independent of time_bucket: the FX day starts at 17:00 New York wall time, DST or not.
+    "candles_1d": "(date_trunc('day', (bucket AT TIME ZONE 'America/New_York') + interval '7 hours') "
+    "- interval '7 hours') AT TIME ZONE 'America/New_York'",
 }
 
 
@@ -159,11 +162,26 @@ def test_daily_bars_start_at_17_00_new_york(db) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("candle", "day_start"),
+    [
+        ("2026-03-08 20:45Z", "2026-03-07 22:00Z"),  # Sunday DST starts: 16:45 EDT is still the old day
+        ("2026-03-08 21:00Z", "2026-03-08 21:00Z"),  # 17:00 EDT opens the new day
+        ("2026-11-01 21:30Z", "2026-10-31 21:00Z"),  # Sunday DST ends: 16:30 EST is still the old day
+        ("2026-11-01 22:00Z", "2026-11-01 22:00Z"),  # 17:00 EST
+    ],
+)
+def test_daily_bars_follow_new_york_across_dst_changes(db, candle: str, day_start: str) -> None:
+    db.execute(
+        f"INSERT INTO candles ({CANDLE_COLS}) VALUES ('EURUSD','15m',%s,1,1,1,1,1,1,1,1,1,true,'stream')",
+        (candle,),
+    )
+    assert db.execute("SELECT bucket FROM candles_1d").fetchone()[0] == dt.datetime.fromisoformat(day_start)
+
+
 def test_rollups_are_real_time_continuous_aggregates_with_policies(db, full_edition) -> None:
     caggs = dict(
-        db.execute(
-            "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"
-        ).fetchall()
+        db.execute("SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates").fetchall()
     )
     assert caggs == {"candles_1h": False, "candles_4h": False, "candles_1d": False}
     # The jobs view names a continuous aggregate's policy by the aggregate's own name.
@@ -177,7 +195,21 @@ def test_rollups_are_real_time_continuous_aggregates_with_policies(db, full_edit
     assert jobs == {"candles_1h", "candles_4h", "candles_1d"}
 
 
-def test_rollup_after_refresh_still_equals_group_by(db, full_edition) -> None:
+@pytest.fixture
+def isolated_db(pg_server_url: str) -> Iterator[psycopg.Connection]:
+    """A database of its own: refreshing rollups moves their watermark, which TRUNCATE does
+    not undo, so a test that materializes must not share the session database."""
+    url = devdb.fresh_database(pg_server_url, "refresh")
+    migrate(url, load_settings())
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            yield conn
+    finally:
+        devdb.drop_database(pg_server_url, url)
+
+
+def test_rollup_after_refresh_still_equals_group_by(isolated_db, full_edition) -> None:
+    db = isolated_db
     start = dt.datetime(2026, 11, 5, 0, 0, tzinfo=UTC)
     _insert_15m(db, "EURUSD", start, 10 * 96, seed=3)
     for view in ROLLUPS:
@@ -192,10 +224,7 @@ def test_rollup_after_refresh_still_equals_group_by(db, full_edition) -> None:
 
 def test_ticks_have_compression_and_retention_policies(db, full_edition) -> None:
     procs = {
-        r[0]
-        for r in db.execute(
-            "SELECT proc_name FROM timescaledb_information.jobs WHERE hypertable_name = 'ticks'"
-        )
+        r[0] for r in db.execute("SELECT proc_name FROM timescaledb_information.jobs WHERE hypertable_name = 'ticks'")
     }
     assert procs == {"policy_compression", "policy_retention"}
 
@@ -225,8 +254,7 @@ WRITES = {
     "('EURUSD','5m','2026-11-18 10:00Z',1,1,1,1,1,1,1,1,1,true,'stream')",
     "ticks": "INSERT INTO ticks (time, pair, bid, ask) VALUES ('2026-11-18 10:00Z','EURUSD',1,1)",
     "instruments": "UPDATE instruments SET enabled = false",
-    "rest_allowance": "INSERT INTO rest_allowance (remaining, total, expires_at, updated_by) "
-    "VALUES (1, 1, now(), 'x')",
+    "rest_allowance": "INSERT INTO rest_allowance (remaining, total, expires_at, updated_by) VALUES (1, 1, now(), 'x')",
     "rest_spend": "INSERT INTO rest_spend (spender, points, purpose) VALUES ('x', 1, 'test')",
     "candle_repairs": "INSERT INTO candle_repairs (pair, timeframe, bucket, reason) "
     "VALUES ('EURUSD', '5m', now(), 'x')",
@@ -239,9 +267,7 @@ def test_grafana_role_cannot_write(db, db_url: str, table: str) -> None:
         conn.execute(WRITES[table])
 
 
-@pytest.mark.parametrize(
-    "view", ["candles", "candles_mid", "candles_1h", "candles_4h", "candles_1d", "ticks"]
-)
+@pytest.mark.parametrize("view", ["candles", "candles_mid", "candles_1h", "candles_4h", "candles_1d", "ticks"])
 def test_grafana_role_can_read_market_data(db, db_url: str, view: str) -> None:
     with _as_role(db_url, "grafana_reader") as conn:
         conn.execute(f"SELECT * FROM {view} LIMIT 1").fetchall()

@@ -25,6 +25,7 @@ import psycopg
 from collector import timeframes as tfs
 from collector.models import Tick
 from collector.simulator.server import Simulator
+from collector.simulator.truth import Key, Row, reference_candles
 
 ROOT = Path(__file__).resolve().parents[2]
 WEDNESDAY_10_UTC = int(dt.datetime(2026, 11, 18, 10, 0, tzinfo=dt.UTC).timestamp() * 1000)
@@ -133,26 +134,9 @@ def wait_for(pred: Callable[[], bool], timeout: float, what: str, interval: floa
 
 # --- ground truth ---------------------------------------------------------------------------------
 
-Key = tuple[str, str, int]  # pair, timeframe, bucket_ms
-Row = tuple  # bid o/h/l/c, ask o/h/l/c, ticks
-
 
 def reference(ticks: Iterable[Tick], timeframes: Iterable[str]) -> dict[Key, Row]:
-    """The obviously-correct aggregation: stable sort by IG time, first/max/min/last/count."""
-    ordered = sorted(ticks, key=lambda t: t.time_ms)  # stable: ties keep generation order
-    out: dict[Key, list] = {}
-    for tf in timeframes:
-        n = tfs.length_ms(tf)
-        for t in ordered:
-            k = (t.pair, tf, t.time_ms - t.time_ms % n)
-            c = out.get(k)
-            if c is None:
-                out[k] = [t.bid, t.bid, t.bid, t.bid, t.ask, t.ask, t.ask, t.ask, 1]
-            else:
-                c[1], c[2], c[3] = max(c[1], t.bid), min(c[2], t.bid), t.bid
-                c[5], c[6], c[7] = max(c[5], t.ask), min(c[6], t.ask), t.ask
-                c[8] += 1
-    return {k: tuple(v) for k, v in out.items()}
+    return reference_candles(ticks, timeframes)
 
 
 @dataclass
