@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from . import logs
 from .config import ConfigError
 
 COMMANDS: dict[str, str] = {
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Commands that do not set up logging themselves still get redacted, readable warnings.
+    logs.setup("WARNING", "console")
     try:
         return int(args._module.main(args) or 0)
     except ConfigError as e:

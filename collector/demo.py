@@ -30,7 +30,7 @@ DEMO_DB = "igfx_demo"
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=60.0, help="how long to collect (wall seconds, default 60)")
-    p.add_argument("--speed", type=float, default=30.0, help="simulated seconds per wall second (default 30)")
+    p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second (default 60)")
     p.add_argument("--ticks-per-second", type=float, default=200.0, help="simulated market rate, all pairs")
     p.add_argument(
         "--database-url", help="server to create the demo database on (default: DATABASE_URL or a local one)"
@@ -54,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
     from .simulator.server import Simulator
 
     console = Console()
-    logs.setup("WARNING", "console")
+    logs.setup("ERROR", "console")  # the summary says what matters; errors still show
     console.print("[bold]1/4[/] database ...", end=" ")
     server = args.database_url or devdb.server_url()
     url = _demo_database(server)
@@ -116,7 +116,10 @@ def _summary(console: Console, url: str, truth: list, timeframes: tuple[str, ...
 
     with psycopg.connect(url) as conn:
         n_ticks = conn.execute("SELECT count(*) FROM ticks").fetchone()[0]
-        console.print(f"ticks stored: {n_ticks:,} (the simulator generated {len(truth):,})")
+        console.print(
+            f"ticks stored: {n_ticks:,} (the simulator's market made {len(truth):,}, "
+            "some before the collector connected or after it stopped)"
+        )
         t = Table(title="candles")
         for col in ("timeframe", "complete (stream)", "complete (REST repair)", "forming/partial"):
             t.add_column(col, justify="right")

@@ -58,8 +58,7 @@ _STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -99,3 +98,5 @@ def setup(level: str = "INFO", fmt: str = "auto", stream: Any = None) -> None:
     # The Lightstreamer client logs LS_password at DEBUG; trading-ig logs request bodies at DEBUG.
     for noisy in ("lightstreamer", "trading_ig", "urllib3", "aiohttp.access", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))
+    # trading-ig warns at import that the optional `munch` is absent; we never use it.
+    logging.getLogger("trading_ig.utils").setLevel(logging.ERROR)

@@ -49,6 +49,18 @@ def db(db_url: str) -> Iterator[psycopg.Connection]:
         tables = [t for t in MARKET_TABLES if t in existing]
         extra = [t for t in ("signals",) if t in existing]
         conn.execute("TRUNCATE " + ", ".join(tables + extra))
+        # TRUNCATE does not reach rows a test materialized into a continuous aggregate; a
+        # refresh over everything re-materializes them from the now empty candles.
+        caggs = conn.execute(
+            "SELECT c.relname FROM pg_class c WHERE c.relname IN ('candles_1h', 'candles_4h', 'candles_1d') "
+            "AND c.relkind = 'v' AND EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') "
+            "AND current_setting('timescaledb.license', true) = 'timescale'"
+        ).fetchall()
+        for (view,) in caggs:
+            if conn.execute(
+                "SELECT 1 FROM timescaledb_information.continuous_aggregates WHERE view_name = %s", (view,)
+            ).fetchone():
+                conn.execute(f"CALL refresh_continuous_aggregate('{view}', NULL, NULL)")
         yield conn
 
 

@@ -191,9 +191,10 @@ def test_daily_rollup_starts_at_17_00_new_york(replayed, db_url: str) -> None:
     assert days == [ms(2024, 3, 13, 21), ms(2024, 3, 14, 21), ms(2024, 3, 15, 21), ms(2024, 3, 17, 21)]
 
 
-def test_daily_rollup_starts_at_17_00_new_york_on_the_dst_change_sunday(db, db_url: str, tmp_path: Path) -> None:
+def test_daily_rollup_starts_at_17_00_new_york_on_the_dst_change_sunday(db, db_url: str, tmp_path: Path, tsdb) -> None:
     ticks = [Tick("EURUSD", ms(2024, 3, 8, 21, 10), 1.1, 1.2), Tick("EURUSD", ms(2024, 3, 10, 21, 10), 1.1, 1.2)]
     replay_file(write_file(tmp_path / "dst.csv", ticks), db_url, SETTINGS, progress=False)
+    refresh_rollups(db_url, tsdb)
     days = [dt_to_ms(r[0]) for r in db.execute("SELECT bucket FROM candles_1d ORDER BY 1")]
     assert days == [ms(2024, 3, 7, 22), ms(2024, 3, 10, 21)]
 
