@@ -42,9 +42,7 @@ class LinearClock:
 def simulator_clock(api_url: str) -> LinearClock:
     with urllib.request.urlopen(f"{api_url.rstrip('/')}/_sim/clock", timeout=10) as r:
         c = json.load(r)
-    return LinearClock(
-        origin_ms=int(c["start_ms"]), wall_origin_ms=int(c["wall_start_ms"]), speed=float(c["speed"])
-    )
+    return LinearClock(origin_ms=int(c["start_ms"]), wall_origin_ms=int(c["wall_start_ms"]), speed=float(c["speed"]))
 
 
 def make_clock(kind: str, api_url: str | None) -> Clock:

@@ -43,9 +43,7 @@ class Settings(BaseSettings):
     )
 
     # --- fixed contract names -------------------------------------------------------------
-    database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url")
-    )
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url"))
     ig_username: str | None = _env("IG_USERNAME", "ig_username", "username")
     ig_password: SecretStr | None = _env("IG_PASSWORD", "ig_password", "password")
     ig_api_key: SecretStr | None = _env("IG_API_KEY", "ig_api_key", "api_key")

@@ -213,6 +213,7 @@ class Daemon:
         self.url: str = settings.database_url  # type: ignore[assignment]
         self.clock = clock or make_clock(settings.clock, settings.ig_api_url)
         self.metrics = metrics or Metrics()
+        self.metrics.init_labels(settings.pairs, settings.timeframes)
         self.notifier = Notifier()
         self.book = RepairBook(self.url)
         self.writer = Writer.from_settings(settings, self.url, on_flush=self._on_flush, wall_ms=self.clock.now_ms)

@@ -31,9 +31,7 @@ class TimescaleInfo:
         return f"TimescaleDB {self.version}, {name}, {jobs}"
 
 
-def connect(
-    url: str, *, autocommit: bool = False, application_name: str = "ig-collector"
-) -> psycopg.Connection:
+def connect(url: str, *, autocommit: bool = False, application_name: str = "ig-collector") -> psycopg.Connection:
     return psycopg.connect(url, autocommit=autocommit, application_name=application_name, connect_timeout=10)
 
 

@@ -85,9 +85,7 @@ def _utcnow() -> dt.datetime:
 class RestBudget:
     """The REST points budget shared through the database by every spender."""
 
-    def __init__(
-        self, db_url: str, spender: str, reserve_points: int = 0, now: Callable[[], dt.datetime] = _utcnow
-    ):
+    def __init__(self, db_url: str, spender: str, reserve_points: int = 0, now: Callable[[], dt.datetime] = _utcnow):
         self.db_url, self.spender, self.reserve_points, self._now = db_url, spender, reserve_points, now
 
     def _conn(self) -> psycopg.Connection:
@@ -95,9 +93,7 @@ class RestBudget:
 
     def state(self) -> Allowance | None:
         with self._conn() as conn:
-            row = conn.execute(
-                "SELECT remaining, total, expires_at, exhausted FROM rest_allowance"
-            ).fetchone()
+            row = conn.execute("SELECT remaining, total, expires_at, exhausted FROM rest_allowance").fetchone()
         return Allowance(*row) if row else None
 
     def available(self) -> int:
@@ -229,9 +225,7 @@ class RestClient:
         except Exception as e:  # trading-ig raises bare Exception with IG's errorCode
             msg = str(e)
             if "invalid-details" in msg or "api-key" in msg or "invalid" in msg.lower():
-                raise LoginFailed(
-                    f"IG refused the login ({msg}); check IG_USERNAME, IG_PASSWORD, IG_API_KEY"
-                ) from None
+                raise LoginFailed(f"IG refused the login ({msg}); check IG_USERNAME, IG_PASSWORD, IG_API_KEY") from None
             raise RestError(f"IG login failed: {msg}; will retry") from None
         cst, xst = svc.session.headers.get("CST"), svc.session.headers.get("X-SECURITY-TOKEN")
         if not cst or not xst:
@@ -240,9 +234,7 @@ class RestClient:
             logs.register_secret(token)
         self._svc = svc
         account = body.get("currentAccountId") or body.get("accountId") or s.ig_account_id or ""
-        return IGSession(
-            cst=cst, xst=xst, account_id=account, lightstreamer_endpoint=body["lightstreamerEndpoint"]
-        )
+        return IGSession(cst=cst, xst=xst, account_id=account, lightstreamer_endpoint=body["lightstreamerEndpoint"])
 
     def _service(self) -> Any:
         if self._svc is None:
@@ -267,9 +259,7 @@ class RestClient:
             try:
                 return r.status_code, json.loads(r.text or "{}")
             except ValueError:
-                raise RestError(
-                    f"IG REST returned non-JSON (HTTP {r.status_code}); will retry later"
-                ) from None
+                raise RestError(f"IG REST returned non-JSON (HTTP {r.status_code}); will retry later") from None
         raise AssertionError("unreachable")
 
     def keepalive(self) -> None:
@@ -290,9 +280,7 @@ class RestClient:
         """Upper bound of candles IG will return: buckets in trading hours in [start, end]."""
         return sum(1 for _ in market_buckets(start_ms, end_ms + 1, tfs.length_ms(timeframe)))
 
-    def fetch_candles(
-        self, pair: str, timeframe: str, start_ms: int, end_ms: int, purpose: str
-    ) -> list[Candle]:
+    def fetch_candles(self, pair: str, timeframe: str, start_ms: int, end_ms: int, purpose: str) -> list[Candle]:
         """Closed candles with bucket start in [start_ms, end_ms], within the budget."""
         resolution = tfs.IG_RESOLUTIONS.get(timeframe)
         if resolution is None:
@@ -316,9 +304,7 @@ class RestClient:
             log.error("IG historical-data allowance exhausted; REST use stops", extra={"until": str(expires)})
             raise AllowanceExhausted(expires)
         if status != 200:
-            raise RestError(
-                f"IG /prices for {epic} failed: HTTP {status} {body.get('errorCode', '')}; will retry"
-            )
+            raise RestError(f"IG /prices for {epic} failed: HTTP {status} {body.get('errorCode', '')}; will retry")
         prices = body.get("prices") or []
         candles = [candle_from_ig(pair, timeframe, p) for p in prices]
         if self.budget:

@@ -79,14 +79,10 @@ class Metrics:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
-        self.write_errors = Counter(
-            f"{p}_db_write_errors_total", "Failed writer flushes (retried)", registry=r
-        )
+        self.write_errors = Counter(f"{p}_db_write_errors_total", "Failed writer flushes (retried)", registry=r)
         self.db_up = Gauge(f"{p}_db_up", "1 when the last database write succeeded", registry=r)
         self.buffer_ticks = Gauge(f"{p}_buffer_ticks", "Tick rows waiting to be written", registry=r)
-        self.buffer_capacity = Gauge(
-            f"{p}_buffer_capacity_ticks", "Bound of the tick write buffer", registry=r
-        )
+        self.buffer_capacity = Gauge(f"{p}_buffer_capacity_ticks", "Bound of the tick write buffer", registry=r)
         self.queue_depth = Gauge(f"{p}_queue_depth", "Stream updates waiting for the consumer", registry=r)
         self.stream_connected = Gauge(
             f"{p}_stream_connected",
@@ -125,12 +121,8 @@ class Metrics:
         self.rest_remaining = Gauge(
             f"{p}_rest_allowance_remaining", "IG historical-data points left (last known)", registry=r
         )
-        self.rest_total = Gauge(
-            f"{p}_rest_allowance_total", "IG historical-data weekly allowance", registry=r
-        )
-        self.rest_exhausted = Gauge(
-            f"{p}_rest_exhausted", "1 while IG refuses history (allowance spent)", registry=r
-        )
+        self.rest_total = Gauge(f"{p}_rest_allowance_total", "IG historical-data weekly allowance", registry=r)
+        self.rest_exhausted = Gauge(f"{p}_rest_exhausted", "1 while IG refuses history (allowance spent)", registry=r)
         self.rest_points = Counter(
             f"{p}_rest_points_spent_total",
             "REST points spent by the collector, by purpose",
@@ -155,6 +147,24 @@ class Metrics:
             self.stream_state.labels(state).set(0)
         for cause in RECONNECT_CAUSES:
             self.reconnects.labels(cause)
+
+    def init_labels(self, pairs: tuple[str, ...], timeframes: tuple[str, ...]) -> None:
+        """Create every bounded label child at zero, so rates and alerts see a series from the
+        first scrape instead of "no data" until the first event."""
+        for pair in pairs:
+            self.ticks_received.labels(pair)
+            self.ticks_accepted.labels(pair)
+        for tf in timeframes:
+            for kind in CANDLE_KINDS:
+                self.candles_written.labels(tf, kind)
+        for outcome in ("corrected", "dropped"):
+            self.late_ticks.labels(outcome)
+        for outcome in ("rest", "empty", "unrecoverable"):
+            self.repairs.labels(outcome)
+        for result in ("ok", "refused", "error"):
+            self.logins.labels(result)
+        for purpose in ("repair", "backfill"):
+            self.rest_points.labels(purpose)
 
     def set_stream_state(self, state: str) -> None:
         for s in STREAM_STATES:

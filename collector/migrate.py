@@ -62,9 +62,7 @@ def discover(edition: str, sql_dir: Path = SQL_DIR) -> list[Migration]:
         if variant and variant != edition:
             continue
         if version in chosen:
-            raise ValueError(
-                f"two migrations claim version {version:03d}: {chosen[version].path.name}, {path.name}"
-            )
+            raise ValueError(f"two migrations claim version {version:03d}: {chosen[version].path.name}, {path.name}")
         chosen[version] = Migration(version, name, path)
     return [chosen[v] for v in sorted(chosen)]
 
@@ -83,10 +81,7 @@ def migrate(url: str, settings: Settings | None = None) -> MigrationReport:
                        version integer PRIMARY KEY, name text NOT NULL, file text NOT NULL,
                        checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"""
             )
-            done = {
-                r[0]: (r[1], r[2])
-                for r in conn.execute("SELECT version, file, checksum FROM schema_migrations")
-            }
+            done = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT version, file, checksum FROM schema_migrations")}
             for mig in discover(info.edition):
                 if mig.version in done:
                     file, checksum = done[mig.version]
@@ -97,15 +92,12 @@ def migrate(url: str, settings: Settings | None = None) -> MigrationReport:
                             "re-create the rollups by hand to switch"
                         )
                     elif checksum != mig.checksum:
-                        report.warnings.append(
-                            f"{mig.path.name} changed after it was applied; not re-applied"
-                        )
+                        report.warnings.append(f"{mig.path.name} changed after it was applied; not re-applied")
                     continue
                 with conn.transaction():
                     conn.execute(mig.sql)
                     conn.execute(
-                        "INSERT INTO schema_migrations (version, name, file, checksum) "
-                        "VALUES (%s, %s, %s, %s)",
+                        "INSERT INTO schema_migrations (version, name, file, checksum) VALUES (%s, %s, %s, %s)",
                         (mig.version, mig.name, mig.path.name, mig.checksum),
                     )
                 report.applied.append(mig.path.name)
