@@ -111,6 +111,10 @@ class Consumer:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
@@ -489,7 +493,12 @@ class Daemon:
             if now >= next_metrics:
                 next_metrics = now + 1.0
                 self._sync_metrics()
-                self.notifier.watchdog()
+                # systemd restarts us when the pings stop: ping only while the data path lives.
+                if self.consumer.alive and self.writer_thread.alive:
+                    self.notifier.watchdog()
+                elif not getattr(self, "_unhealthy_logged", False):
+                    self._unhealthy_logged = True
+                    log.error("a worker thread died; withholding the systemd watchdog ping so the unit restarts")
             if now >= next_maint:
                 next_maint = now + 3600
                 threading.Thread(target=self._maintenance, name="maintenance", daemon=True).start()
