@@ -129,8 +129,12 @@ class Consumer:
     def _run(self) -> None:
         d = self.d
         while not self._stop.is_set():
-            n = self.drain()
-            d.pipeline.tick(d.clock.now_ms())
+            try:
+                n = self.drain()
+                d.pipeline.tick(d.clock.now_ms())
+            except Exception:  # a bug must not silently stop candle building; log and go on
+                log.exception("consumer failed on a batch; continuing")
+                n = 0
             if n == 0:
                 self._stop.wait(0.02)
         self.drain()
