@@ -75,20 +75,29 @@ def rest_candles_json(candles: Iterable[Candle]) -> str:
     )  # fmt: skip
 
 
+_DEMOTE = (
+    "UPDATE candles c SET complete = false FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS k(p, tf, b) "
+    "WHERE c.pair = k.p AND c.timeframe = k.tf AND c.bucket = k.b AND c.source = 'stream' AND c.complete"
+)
+
+
 def store_rest(conn: psycopg.Connection, candles: list[Candle], replace_partial: bool) -> int:
     """Store REST candles; with `replace_partial`, the stream rows of these buckets are partial
     by our own knowledge and are demoted to incomplete first so REST may replace them.
     Returns rows written. Sends `candle_closed` for each, as the stream path does."""
     if not candles:
         return 0
+    keys = ([c.pair for c in candles], [c.timeframe for c in candles], [_ts(c.bucket_ms) for c in candles])
     with conn.transaction():
         if replace_partial:
-            conn.cursor().executemany(
-                "UPDATE candles SET complete = false WHERE pair = %s AND timeframe = %s AND bucket = %s "
-                "AND source = 'stream'",
-                [(c.pair, c.timeframe, _ts(c.bucket_ms)) for c in candles],
-            )
+            conn.execute(_DEMOTE, keys)
         n = conn.execute("SELECT store_rest_candles(%s::jsonb)", (rest_candles_json(candles),)).fetchone()[0]
+        # The writer may have inserted a bucket's stream row after the demotion above and
+        # committed it while our insert waited for it (a flush retried after a database outage):
+        # that row, complete and partial, blocked the REST candle. Demote and store once more;
+        # any later stream write now finds the REST row and leaves it.
+        if replace_partial and conn.execute(_DEMOTE, keys).rowcount:
+            n = conn.execute("SELECT store_rest_candles(%s::jsonb)", (rest_candles_json(candles),)).fetchone()[0]
         for c in candles:
             payload = json.dumps({"pair": c.pair, "timeframe": c.timeframe, "bucket": _ts(c.bucket_ms).isoformat()})
             conn.execute("SELECT pg_notify('candle_closed', %s)", (payload,))
