@@ -35,7 +35,7 @@ from .aggregator import CandleClosed, CandleCorrected, Event
 from .clock import Clock, make_clock
 from .config import Settings, load_settings
 from .ig_rest import IGSession, LoginFailed, RestClient, RestError
-from .ig_stream import RawUpdate, StreamClient, StreamEvent
+from .ig_stream import LostUpdates, RawUpdate, StreamClient, StreamEvent
 from .market_hours import is_open
 from .metrics import Metrics
 from .migrate import migrate
@@ -98,7 +98,7 @@ class Consumer:
 
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
-        self.updates: deque[RawUpdate | _Marker] = deque()
+        self.updates: deque[RawUpdate | _Marker | LostUpdates] = deque()
         self.last_utm: dict[str, int] = {}  # newest IG time per pair
         self.last_arrival_ms = 0  # clock time of the newest accepted update
         self.gap_start: int | None = None  # IG time the stream went down; None while up
@@ -121,7 +121,7 @@ class Consumer:
 
     def overflow(self, r: RawUpdate) -> None:
         """The consumer fell behind the bound: the tick is lost, its buckets must be repaired."""
-        self.d.metrics.ticks_dropped.inc()
+        self.d.metrics.updates_lost.labels("queue_full").inc()
         with contextlib.suppress(TypeError, ValueError):
             t = int(r.utm)  # type: ignore[arg-type]
             self.d.book.flag(flags_for_interval([r.pair], self.d.settings.timeframes, t, t, "queue_overflow"))
@@ -151,10 +151,13 @@ class Consumer:
         n = 0
         while dq and n < DRAIN_MAX:
             item = dq.popleft()
-            if isinstance(item, _Marker):
+            if isinstance(item, _Marker | LostUpdates):
                 self._feed(pairs, bids, ofrs, utms, recv)
                 pairs, bids, ofrs, utms, recv = [], [], [], [], []
-                self._on_marker(item)
+                if isinstance(item, _Marker):
+                    self._on_marker(item)
+                else:
+                    self._on_lost(item)
                 continue
             n += 1
             if self.awaiting_first and not item.snapshot:
@@ -193,6 +196,21 @@ class Consumer:
             self.awaiting_first = False
         elif self.gap_start is not None:
             self.awaiting_first = True
+
+    def _on_lost(self, lost: LostUpdates) -> None:
+        """The server dropped updates of one pair between its last delivered tick and now."""
+        if lost.pair not in self.d.settings.pairs:
+            return
+        self.d.metrics.updates_lost.labels("server_dropped").inc(lost.count)
+        start = self.last_utm.get(lost.pair, lost.at_ms)
+        log.warning("the server dropped updates; their buckets will be repaired", extra={"pair": lost.pair,
+                    "lost": lost.count})  # fmt: skip
+        self.d.book.flag(
+            flags_for_interval(
+                [lost.pair], self.d.settings.timeframes, min(start, lost.at_ms), lost.at_ms, "lost_updates"
+            )
+        )
+        self.d.repairs.wake()
 
     def _close_gap(self, first: RawUpdate) -> None:
         try:

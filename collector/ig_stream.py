@@ -31,6 +31,16 @@ class RawUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class LostUpdates:
+    """The server dropped `count` updates of this pair (Lightstreamer `OV`): its current
+    bucket is short of ticks and must be repaired from REST."""
+
+    pair: str
+    count: int
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class StreamEvent:
     kind: str  # "status" | "server_error" | "subscribed" | "subscription_error"
     status: str = ""
@@ -46,7 +56,7 @@ class StreamClient:
         self,
         session: IGSession,
         epics: dict[str, str],  # epic -> pair
-        updates: deque[RawUpdate],
+        updates: deque[RawUpdate | LostUpdates | object],
         on_event: Callable[[StreamEvent], None],
         now_ms: Callable[[], int],
         *,
@@ -88,6 +98,9 @@ class StreamClient:
                     on_overflow(r)
                 else:
                     updates.append(r)
+
+            def onItemLostUpdates(self, item_name: str, item_pos: int, lost: int) -> None:
+                updates.append(LostUpdates(item_pair.get(item_name, ""), int(lost), now_ms()))
 
             def onSubscription(self) -> None:
                 on_event(StreamEvent("subscribed"))

@@ -66,6 +66,13 @@ class Metrics:
         self.ticks_dropped = Counter(
             f"{p}_ticks_dropped_total", "Tick rows not stored because the write buffer was full", registry=r
         )
+        self.updates_lost = Counter(
+            f"{p}_updates_lost_total",
+            "Stream updates lost before aggregation (server-side drops, consumer queue full); "
+            "their buckets are repaired from REST",
+            ["reason"],
+            registry=r,
+        )
         self.ticks_written = Counter(f"{p}_ticks_written_total", "Tick rows committed", registry=r)
         self.candles_written = Counter(
             f"{p}_candles_written_total",
@@ -159,6 +166,8 @@ class Metrics:
                 self.candles_written.labels(tf, kind)
         for outcome in ("corrected", "dropped"):
             self.late_ticks.labels(outcome)
+        for reason in ("server_dropped", "queue_full"):
+            self.updates_lost.labels(reason)
         for outcome in ("rest", "empty", "unrecoverable"):
             self.repairs.labels(outcome)
         for result in ("ok", "refused", "error"):

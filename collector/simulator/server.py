@@ -36,6 +36,7 @@ Control API (JSON bodies; each has a Python method of the same meaning on `Simul
 | POST /_sim/late-tick {"pair": P, "age_ms": 90000}     | inject_late_tick(pair, age_ms)          |
 | POST /_sim/allowance {"remaining": 0, "total": null}  | set_allowance(remaining, total)         |
 | POST /_sim/rest-errors {"count": 3, "status": 500}    | fail_rest(count, status)                |
+| POST /_sim/lose-updates {"pair": P, "count": 5}       | lose_updates(pair, count)               |
 
 - drop: `close` sends a WebSocket close frame, `abort` resets the TCP connection; Lightstreamer
   sessions stay on the server (as after a network cut) and the client re-creates them.
@@ -47,6 +48,8 @@ Control API (JSON bodies; each has a Python method of the same meaning on `Simul
 - credentials refused: logins get 401 `error.security.invalid-details`, create_session `CONERR,1`.
 - expire-tokens: every CST/XST and OAuth token becomes invalid (REST 401, create_session CONERR,1);
   open streams keep flowing, as on IG.
+- lose-updates: the next `count` ticks of the pair are generated and recorded but not sent; the
+  next update sent carries `OV` (lost updates), as a Lightstreamer server under load does.
 - pause: no ticks are generated (the clock runs on). stall: ticks are generated and recorded
   but nothing reaches stream clients; PROBEs continue (a silently dead feed).
 - inject kinds: `empty`, `null`, `non_numeric`, `crossed`, `far_future` (UTM now + ahead_ms,
@@ -63,7 +66,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -107,6 +110,7 @@ class Faults:
     refuse_credentials: bool = False
     rest_errors_left: int = 0
     rest_error_status: int = 500
+    lose_ticks: dict[int, int] = field(default_factory=dict)  # pair index -> ticks still to drop
 
 
 class SimCore:
@@ -230,6 +234,11 @@ class SimCore:
 
     def expire_tokens(self) -> dict[str, Any]:
         return {"expired": self.auth.expire_all()}
+
+    def lose_updates(self, pair: str, count: int) -> dict[str, Any]:
+        pi = self.store.pairs.index(validate_pair(pair))
+        self.faults.lose_ticks[pi] = self.faults.lose_ticks.get(pi, 0) + count
+        return {"pair": pair, "losing": self.faults.lose_ticks[pi]}
 
     def set_allowance(self, remaining: int, total: int | None = None) -> dict[str, Any]:
         if total is not None:
@@ -356,6 +365,7 @@ class ControlApi:
             "late-tick": lambda b: _tick_json(c.inject_late_tick(b["pair"], int(b.get("age_ms", 60_000)))),
             "allowance": lambda b: c.set_allowance(int(b["remaining"]), b.get("total")),
             "rest-errors": lambda b: c.fail_rest(int(b.get("count", 1)), int(b.get("status", 500))),
+            "lose-updates": lambda b: c.lose_updates(b["pair"], int(b.get("count", 1))),
         }
         for name, fn in posts.items():
             r.add_post(f"/_sim/{name}", self._post(fn))
@@ -621,6 +631,9 @@ class Simulator:
 
     def stall_stream(self) -> dict[str, Any]:
         return self._call(lambda c: c.stall(True))
+
+    def lose_updates(self, pair: str, count: int) -> dict[str, Any]:
+        return self._call(lambda c: c.lose_updates(pair, count))
 
     def unstall_stream(self) -> dict[str, Any]:
         return self._call(lambda c: c.stall(False))

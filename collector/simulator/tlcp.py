@@ -597,6 +597,12 @@ class TlcpServer:
         if self.core.faults.stalled:
             return
         core = self.core
+        lose = core.faults.lose_ticks
+        if lose.get(pair_idx):
+            lose[pair_idx] -= 1
+            for _session, sub, pos in self.routes.get((pair_idx, "TICK"), ()):
+                sub.lost[pos] = sub.lost.get(pos, 0) + 1  # reported as OV with the next update
+            return
         day = core.day_stats[pair_idx]
         digits = price_digits(core.store.pairs[pair_idx])
         if self._fan_out(pair_idx, "TICK", lambda: tick_row(time_ms, bid, ask, day, digits)):

@@ -166,3 +166,20 @@ def test_sigterm_flushes_forming_candles_and_exits_0_quickly(collector: Collecto
     with psycopg.connect(collector.db_url) as conn:
         forming = conn.execute("SELECT count(*) FROM candles WHERE NOT complete").fetchone()[0]
     assert forming >= len(PAIRS)
+
+
+def test_updates_the_server_dropped_are_repaired_from_rest(collector: CollectorProcess) -> None:
+    """Lightstreamer's OV (lost updates): the pair's bucket is short, so it is replaced from REST."""
+    t0 = _started(collector)
+    time.sleep(2)
+    collector.sim.lose_updates("EURUSD", 5)
+    wait_for(
+        lambda: collector.metric(f"{PREFIX}_updates_lost_total", reason="server_dropped") >= 5, 30, "lost updates"
+    )
+    covered = _run_until_settled(collector, 10, t0)
+    _verdict(collector, *covered, expect_rest=True)
+    import psycopg
+
+    with psycopg.connect(collector.db_url) as conn:
+        reasons = {r[0] for r in conn.execute("SELECT DISTINCT reason FROM candle_repairs WHERE pair = 'EURUSD'")}
+    assert "lost_updates" in reasons

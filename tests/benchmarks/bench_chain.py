@@ -1,0 +1,129 @@
+"""The whole chain: IG simulator -> real Lightstreamer client -> consumer (validation, aggregator)
+-> writer -> TimescaleDB, in one process, at rising tick rates. Reports delivered ticks/s, how
+far the chain keeps up with the offered rate, the collector's resident memory, and where the CPU
+time goes, per thread (the simulator's own thread is reported separately: it is not ours).
+
+    .venv/bin/python -m tests.benchmarks.bench_chain [--rates 2000,5000,10000] [--seconds 15]
+
+Figures only; nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from collections import defaultdict
+
+from collector import devdb
+from collector.config import load_settings
+from collector.daemon import Daemon
+from collector.migrate import migrate
+from collector.simulator.server import Simulator
+from tests.e2e.harness import WEDNESDAY_10_UTC
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds per Python thread name, read from /proc (threads that ended are gone)."""
+    out: dict[str, float] = defaultdict(float)
+    for t in threading.enumerate():
+        try:
+            with open(f"/proc/self/task/{t.native_id}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[_group(t.name)] += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        except (OSError, IndexError, TypeError):
+            continue
+    return out
+
+
+def _group(name: str) -> str:
+    if name == "MainThread":
+        return "supervisor (main)"
+    if name.startswith(("consumer", "ig-writer", "repairs")):
+        return {"consumer": "consumer: validation + aggregator", "ig-writer": "writer: COPY + upserts"}.get(
+            name.split()[0], name
+        )
+    if "simulator" in name.lower() or name.startswith("sim"):
+        return "simulator (not ours)"
+    return "Lightstreamer client + other library threads"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_rate(server: str, rate: float, seconds: float) -> None:
+    url = devdb.fresh_database(server, "bench_chain")
+    sim = Simulator(seed=3, ticks_per_second=rate, speed=1.0, start_ms=WEDNESDAY_10_UTC, keepalive_ms=1000)
+    sim.start()
+    try:
+        settings = load_settings().model_copy(
+            update={
+                "database_url": url, "ig_username": sim.username, "ig_password": _secret(sim.password),
+                "ig_api_key": _secret(sim.api_key), "ig_account_id": sim.account_id, "ig_api_url": sim.url,
+                "clock": "simulator", "metrics_port": 0, "backfill_enabled": False,
+            }
+        )  # fmt: skip
+        migrate(url, settings)
+        d = Daemon(settings)
+        runner = threading.Thread(target=d.run, name="supervisor-run", daemon=True)
+        runner.start()
+        deadline = time.monotonic() + 60
+        while d.writer.ticks_written == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        cpu0, w0, g0, t0 = (
+            _thread_cpu(),
+            d.writer.ticks_written,
+            sim.stats().get("ticks_generated", 0),
+            time.monotonic(),
+        )
+        time.sleep(seconds)
+        cpu1, w1, g1, t1 = (
+            _thread_cpu(),
+            d.writer.ticks_written,
+            sim.stats().get("ticks_generated", 0),
+            time.monotonic(),
+        )
+        rss = _rss_mb()
+        d.stop()
+        runner.join(30)
+    finally:
+        sim.stop()
+        devdb.drop_database(server, url)
+    elapsed = t1 - t0
+    delivered = (w1 - w0) / elapsed
+    offered = (g1 - g0) / elapsed if g1 else rate
+    print(f"\noffered {rate:>8,.0f} ticks/s: delivered {delivered:>9,.0f} ticks/s to committed rows "
+          f"({delivered / offered:.0%} of what the simulator generated), process RSS {rss:.0f} MB")  # fmt: skip
+    spent = {k: cpu1.get(k, 0.0) - cpu0.get(k, 0.0) for k in cpu1}
+    total = sum(spent.values()) or 1.0
+    for k, v in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"    {k:<48} {v / elapsed:6.2f} cores  {v / total:5.0%}  {v / max(w1 - w0, 1) * 1e6:7.1f} us/tick")
+
+
+def _secret(v: str):
+    from pydantic import SecretStr
+
+    return SecretStr(v)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rates", default="2000,5000,10000")
+    p.add_argument("--seconds", type=float, default=15.0)
+    a = p.parse_args()
+    server = devdb.server_url()
+    print(f"whole chain, 28 pairs, 5m + 15m, {a.seconds:g} s per rate, one process, {os.cpu_count()} cores")
+    for r in (float(x) for x in a.rates.split(",")):
+        run_rate(server, r, a.seconds)
+
+
+if __name__ == "__main__":
+    main()
