@@ -378,6 +378,15 @@ class Daemon:
         for epic in self.epics:
             self.rest.check_epic(epic)
         log.info("epics checked", extra={"epics": len(self.epics), "suffix": self.settings.ig_epic_suffix})
+        # The instruments table tells readers (Grafana, the bot) which epics and pairs are live.
+        with psycopg.connect(self.url, autocommit=True) as conn, conn.transaction():
+            conn.execute(
+                "UPDATE instruments SET enabled = (pair = ANY(%s)), updated_at = now()", (list(self.settings.pairs),)
+            )
+            conn.cursor().executemany(
+                "UPDATE instruments SET epic = %s, updated_at = now() WHERE pair = %s AND epic <> %s",
+                [(epic, pair, epic) for epic, pair in self.epics.items()],
+            )
 
     # --- connection management ----------------------------------------------------------------
     def _backoff(self, cause: str) -> None:
