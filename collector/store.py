@@ -92,9 +92,11 @@ ON CONFLICT (pair, timeframe, bucket) DO UPDATE SET
 WHERE c.source = 'stream' AND (EXCLUDED.complete OR NOT c.complete)
 RETURNING pair, timeframe, bucket"""
 _NOTIFY = "SELECT pg_notify(%s, x) FROM unnest(%s::text[]) AS x"
+# A too-late tick re-opens a bucket already repaired: the REST candle stored then predates it.
 _REPAIRS = """INSERT INTO candle_repairs (pair, timeframe, bucket, reason)
 SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[])
-ON CONFLICT (pair, timeframe, bucket) DO NOTHING"""
+ON CONFLICT (pair, timeframe, bucket) DO UPDATE SET resolved_at = NULL, resolution = NULL, reason = EXCLUDED.reason
+WHERE candle_repairs.resolved_at IS NOT NULL"""
 
 
 class WriterError(RuntimeError):

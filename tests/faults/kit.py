@@ -25,7 +25,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,12 +282,16 @@ class Scenario:
         self.notes["covered_sim_minutes"] = round((covered_to_ms - covered_from_ms) / MIN, 1)
         return Verdict(cmp, reported, unexplained)
 
-    def assert_from_rest(self, buckets: list[int], tf: str = "5m") -> None:
-        """Every candle of these buckets that the market had (a pair with ticks in it) is
-        stored complete with `source = 'rest'`: the outage's buckets were replaced."""
+    def assert_from_rest(self, buckets: list[int], tf: str = "5m", pairs: Iterable[str] | None = None) -> None:
+        """Every candle of these buckets (of these pairs, default all) that the market had - a
+        pair with ticks in it - is stored complete with `source = 'rest'`: it was replaced."""
         n = tfs.length_ms(tf)
+        only = set(pairs) if pairs is not None else None
         want = {
-            (t.pair, b) for b in buckets for t in self.sim.ticks(from_ms=b, to_ms=b + n - 1) if b <= t.time_ms < b + n
+            (t.pair, b)
+            for b in buckets
+            for t in self.sim.ticks(from_ms=b, to_ms=b + n - 1)
+            if b <= t.time_ms < b + n and (only is None or t.pair in only)
         }
         rows = self.sql(
             "SELECT pair, bucket, source, complete FROM candles WHERE timeframe = %s AND bucket = ANY(%s)",
