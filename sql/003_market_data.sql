@@ -65,14 +65,5 @@ CREATE TABLE IF NOT EXISTS candle_repairs (
 );
 CREATE INDEX IF NOT EXISTS candle_repairs_open_idx ON candle_repairs (bucket) WHERE resolved_at IS NULL;
 
--- Periods the stream was known to be up, so a restart (even after kill -9) knows the outage.
-CREATE TABLE IF NOT EXISTS stream_coverage (
-    id           bigserial PRIMARY KEY,
-    started_at   timestamptz NOT NULL,
-    last_seen_at timestamptz NOT NULL,
-    ended_at     timestamptz
-);
-
-GRANT SELECT, INSERT, UPDATE, DELETE ON ticks, candles, candle_repairs, stream_coverage TO collector;
-GRANT USAGE, SELECT ON SEQUENCE stream_coverage_id_seq TO collector;
-GRANT SELECT ON ticks, candles, candles_mid, candle_repairs, stream_coverage TO trading_bot, grafana_reader;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ticks, candles, candle_repairs TO collector;
+GRANT SELECT ON ticks, candles, candles_mid, candle_repairs TO trading_bot, grafana_reader;
