@@ -203,8 +203,10 @@ class Consumer:
             return
         self.d.metrics.updates_lost.labels("server_dropped").inc(lost.count)
         start = self.last_utm.get(lost.pair, lost.at_ms)
-        log.warning("the server dropped updates; their buckets will be repaired", extra={"pair": lost.pair,
-                    "lost": lost.count})  # fmt: skip
+        log.warning(
+            "the server dropped updates; their buckets will be repaired",
+            extra={"pair": lost.pair, "lost": lost.count},
+        )
         self.d.book.flag(
             flags_for_interval(
                 [lost.pair], self.d.settings.timeframes, min(start, lost.at_ms), lost.at_ms, "lost_updates"
