@@ -248,10 +248,10 @@ class Daemon:
         self.writer_thread = WriterThread.from_settings(self.writer, settings)
         self.pipeline = Pipeline(settings, PartialAwareSink(self.writer, self.book))
         self.consumer = Consumer(self)
-        self.rest = RestClient(settings, "collector", db_url=self.url, now_ms=self.clock.now_ms)
+        self.rest = RestClient(settings, "collector", db_url=self.url, now_ms=self.clock.now_ms, budget_on_clock=True)
         self.repairs = RepairWorker(
             settings, self.url, self.book, self.metrics, self.clock.now_ms,
-            lambda: RestClient(settings, "collector", db_url=self.url, now_ms=self.clock.now_ms),
+            lambda: RestClient(settings, "collector", db_url=self.url, now_ms=self.clock.now_ms, budget_on_clock=True),
         )  # fmt: skip
         self.epics = {settings.epic(p): p for p in settings.pairs}
         self.stream: StreamClient | None = None

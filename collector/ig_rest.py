@@ -141,9 +141,9 @@ class RestBudget:
                     "INSERT INTO rest_allowance (remaining, total, expires_at, exhausted, updated_by) "
                     "VALUES (0, %s, %s, true, %s) ON CONFLICT (id) DO UPDATE SET remaining = 0, "
                     "exhausted = true, updated_at = now(), updated_by = EXCLUDED.updated_by, "
-                    "expires_at = CASE WHEN rest_allowance.expires_at > now() "
+                    "expires_at = CASE WHEN rest_allowance.expires_at > %s "
                     "THEN rest_allowance.expires_at ELSE EXCLUDED.expires_at END",
-                    (ASSUMED_WEEKLY_ALLOWANCE, self._now() + dt.timedelta(seconds=WEEK_S), self.spender),
+                    (ASSUMED_WEEKLY_ALLOWANCE, self._now() + dt.timedelta(seconds=WEEK_S), self.spender, self._now()),
                 )
             return conn.execute("SELECT expires_at FROM rest_allowance").fetchone()[0]
 
@@ -195,18 +195,27 @@ class RestClient:
         db_url: str | None = None,
         reserve_points: int | None = None,
         now_ms: Callable[[], int] | None = None,
+        *,
+        budget_on_clock: bool = False,
     ) -> None:
+        """`now_ms` is the market clock (which candles have closed); with `budget_on_clock` the
+        budget keeps time on it too - the daemon's choice, so that IG's allowance expiry is read
+        on the simulator's fast clock in tests - instead of the wall clock."""
         settings.require("ig_username", "ig_password", "ig_api_key")
         self.settings = settings
         self.spender = spender
         self._now_ms = now_ms or (lambda: int(time.time() * 1000))
         url = db_url or settings.database_url
         reserve = settings.rest_reserve_points if reserve_points is None else reserve_points
-        self.budget = RestBudget(url, spender, reserve) if url else None
+        now = self._now_dt if budget_on_clock else _utcnow
+        self.budget = RestBudget(url, spender, reserve, now=now) if url else None
         self._svc: Any = None
         for secret in (settings.ig_password, settings.ig_api_key):
             if secret is not None:
                 logs.register_secret(secret.get_secret_value())
+
+    def _now_dt(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._now_ms() / 1000, dt.UTC)
 
     # --- session ------------------------------------------------------------------------------
     def login(self) -> IGSession:

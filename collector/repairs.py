@@ -81,13 +81,18 @@ _DEMOTE = (
 )
 
 
+def _keys(items: Iterable[Flag | Candle]) -> tuple[list[str], list[str], list[dt.datetime]]:
+    items = list(items)
+    return [i.pair for i in items], [i.timeframe for i in items], [_ts(i.bucket_ms) for i in items]
+
+
 def store_rest(conn: psycopg.Connection, candles: list[Candle], replace_partial: bool) -> int:
     """Store REST candles; with `replace_partial`, the stream rows of these buckets are partial
     by our own knowledge and are demoted to incomplete first so REST may replace them.
     Returns rows written. Sends `candle_closed` for each, as the stream path does."""
     if not candles:
         return 0
-    keys = ([c.pair for c in candles], [c.timeframe for c in candles], [_ts(c.bucket_ms) for c in candles])
+    keys = _keys(candles)
     with conn.transaction():
         if replace_partial:
             conn.execute(_DEMOTE, keys)
@@ -141,6 +146,9 @@ class RepairBook:
                     "reason = EXCLUDED.reason WHERE candle_repairs.resolution IS DISTINCT FROM 'rest'",
                     [(f.pair, f.timeframe, _ts(f.bucket_ms), f.reason) for f in batch],
                 )
+                # A bucket that closed before its outage was noticed (the stale watchdog, a late
+                # drop marker) was written complete: it is partial, and says so until repaired.
+                conn.execute(_DEMOTE, _keys(batch))
         except psycopg.Error:
             with self._lock:
                 self._pending[:0] = batch
@@ -310,6 +318,7 @@ class RepairWorker:
                 "WHERE pair = %s AND timeframe = %s AND bucket = %s",
                 (pair, tf, _ts(bucket_ms)),
             )
+            conn.execute(_DEMOTE, ([pair], [tf], [_ts(bucket_ms)]))
             log.error(
                 "partial candle has no REST replacement; left incomplete",
                 extra={"pair": pair, "timeframe": tf, "bucket": _ts(bucket_ms).isoformat(), "ticks": row[0]},
@@ -326,6 +335,7 @@ class RepairWorker:
                 (error[:500], final, final, pair, tf, _ts(b)),
             )
             if final:
+                conn.execute(_DEMOTE, ([pair], [tf], [_ts(b)]))  # never passed off as complete
                 self.book.resolved(pair, tf, b)
                 self.metrics.repairs.labels("unrecoverable").inc()
                 log.error(
