@@ -173,9 +173,7 @@ def test_updates_the_server_dropped_are_repaired_from_rest(collector: CollectorP
     t0 = _started(collector)
     time.sleep(2)
     collector.sim.lose_updates("EURUSD", 5)
-    wait_for(
-        lambda: collector.metric(f"{PREFIX}_updates_lost_total", reason="server_dropped") >= 5, 30, "lost updates"
-    )
+    wait_for(lambda: collector.metric(f"{PREFIX}_updates_lost_total", reason="server_dropped") >= 5, 30, "lost updates")
     covered = _run_until_settled(collector, 10, t0)
     _verdict(collector, *covered, expect_rest=True)
     import psycopg
