@@ -40,7 +40,7 @@ from .market_hours import is_open
 from .metrics import Metrics
 from .migrate import migrate
 from .pipeline import Pipeline
-from .repairs import RepairBook, RepairWorker, flags_for_interval
+from .repairs import SETTLE_MS, RepairBook, RepairWorker, flags_for_interval
 from .store import FlushStats, Writer, WriterError, WriterThread
 from .systemd_notify import Notifier
 from .validation import Reject
@@ -252,6 +252,7 @@ class Daemon:
         self.repairs = RepairWorker(
             settings, self.url, self.book, self.metrics, self.clock.now_ms,
             lambda: RestClient(settings, "collector", db_url=self.url, now_ms=self.clock.now_ms, budget_on_clock=True),
+            settle_ms=max(SETTLE_MS, settings.lateness_ms),  # a REST candle must not pre-empt a late tick
         )  # fmt: skip
         self.epics = {settings.epic(p): p for p in settings.pairs}
         self.stream: StreamClient | None = None

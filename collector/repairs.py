@@ -171,7 +171,13 @@ class RepairWorker:
         metrics: Metrics,
         now_ms: Callable[[], int],
         rest_factory: Callable[[], RestClient],
+        *,
+        settle_ms: int = SETTLE_MS,
     ) -> None:
+        """`settle_ms`: how long after a bucket's close (plus grace) before asking REST for it.
+        The live daemon waits out the lateness window too: a late tick may still correct the
+        bucket, and a REST candle stored earlier would hide that correction (the stream never
+        overwrites a REST row)."""
         self.settings, self.db_url, self.book, self.metrics, self.now_ms = (
             settings,
             db_url,
@@ -180,6 +186,7 @@ class RepairWorker:
             now_ms,
         )
         self._rest_factory = rest_factory
+        self.settle_ms = settle_ms
         self._rest: RestClient | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -243,7 +250,8 @@ class RepairWorker:
         now = self.now_ms()
         if now < self.blocked_until_ms:
             return 0
-        due = [r for r in rows if r[2] + tfs.length_ms(r[1]) + self.settings.close_grace_ms + SETTLE_MS <= now]
+        wait = self.settings.close_grace_ms + self.settle_ms
+        due = [r for r in rows if r[2] + tfs.length_ms(r[1]) + wait <= now]
         resolved = 0
         # Longer timeframes first: fewer points per hour of history when the budget is short.
         for pair, tf, buckets in sorted(_contiguous(due), key=lambda g: -tfs.minutes(g[1])):
@@ -352,7 +360,9 @@ def _contiguous(rows: list[tuple[str, str, int, int]]) -> Iterable[tuple[str, st
     key: tuple[str, str] | None = None
     for pair, tf, b, attempts in rows:
         tf_ms = tfs.length_ms(tf)
-        if key == (pair, tf) and run and b - run[-1][0] <= tf_ms * 12 * 24:  # bridge gaps up to a day
+        # Only truly adjacent buckets share a request: IG charges a point per candle returned, and
+        # the candles in between are good stream candles that must not be replaced.
+        if key == (pair, tf) and run and b - run[-1][0] == tf_ms:
             run.append((b, attempts))
             continue
         if key and run:

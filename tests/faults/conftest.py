@@ -29,6 +29,18 @@ def fresh_db(pg_server_url: str) -> Iterator[str]:
     devdb.drop_database(pg_server_url, url)
 
 
+SLOW_HINT = "slow scenario: run it with `.venv/bin/pytest tests/faults -m slow` (or FAULTS_SLOW=1)"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Scenarios marked slow are left out of the default run (the folder stays near 6 minutes)."""
+    if item.get_closest_marker("slow") is None:
+        return
+    if os.environ.get("FAULTS_SLOW") == "1" or "slow" in (item.config.option.markexpr or ""):
+        return
+    pytest.skip(SLOW_HINT)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     rep = yield

@@ -134,7 +134,10 @@ class Scenario:
     started_ms: int = 0
 
     def __post_init__(self) -> None:
-        self.proc = CollectorProcess(self.sim, self.collector_db_url or self.db_url, self.workdir, dict(self.env))
+        # A silent stream is noticed after 2 simulated minutes (2 s here) unless a scenario says
+        # otherwise: lightstreamer-client-lib 1.0.3 does not notice a server-side close itself.
+        env = {"COLLECTOR_STALE_AFTER_S": "120", **self.env}
+        self.proc = CollectorProcess(self.sim, self.collector_db_url or self.db_url, self.workdir, env)
         if self.rest_proxy is not None:
             self.proc.env_extra["IG_API_URL"] = f"http://127.0.0.1:{self.rest_proxy.port}"
 
@@ -237,7 +240,7 @@ class Scenario:
     def settle(self, covered_to_ms: int, timeout: float = 90, *, allow_pending: bool = False) -> None:
         """Wait until every repair of a bucket that ended by `covered_to_ms` is resolved (or,
         with `allow_pending`, just until those buckets are closed and stored)."""
-        wait_for(lambda: self.sim.now_ms() > covered_to_ms + 2 * MIN, 30, "the covered buckets to close")
+        wait_for(lambda: self.sim.now_ms() > covered_to_ms + MIN, 30, "the covered buckets to close")
         if allow_pending:
             return
         wait_for(
@@ -275,7 +278,6 @@ class Scenario:
             f"{self.name}: {len(unexplained)} closed buckets neither stored complete nor reported, "
             f"e.g. {unexplained[:5]}; {cmp.summary()}"
         )
-        assert cmp.by_source.get("stream", 0) > 0, cmp.summary()
         self.notes["compared"] = cmp.compared
         self.notes["by_source"] = dict(sorted(cmp.by_source.items()))
         self.notes["missing_reported"] = len(cmp.missing)
@@ -330,6 +332,7 @@ class Scenario:
         self.notes["ticks_dropped"] = int(self.metric("ticks_dropped_total"))
         self.notes["rejected"] = int(self.metric_sum("ticks_rejected_total"))
         self.notes["rest_errors"] = int(self.metric("rest_errors_total"))
+        self.notes["rest_points"] = int(self.metric("rest_points_spent_total", purpose="repair"))
         with contextlib.suppress(Exception):
             self.notes["stream_sessions"] = int(self.sim.stats()["sessions_created"])
 

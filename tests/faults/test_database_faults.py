@@ -60,6 +60,8 @@ def _assert_stream_candles(s: Scenario, start_ms: int, end_ms: int) -> None:
     s.notes["outage_candles_from_stream"] = checked
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(360)
 def test_database_unreachable_for_an_hour_of_market_at_full_rate(scenario) -> None:
     """60 s of wall time without the database at 2,000 ticks/s (an hour of market at 60x):
     ~120,000 tick rows and every candle change wait in memory, then are written. Not one tick
@@ -82,7 +84,7 @@ def test_database_unreachable_for_an_hour_of_market_at_full_rate(scenario) -> No
     cut_to = s.sim.now_ms()
     s.notes["buffered_ticks_peak"] = int(buffered)
     _restore_and_drain(s)
-    s.collect(6)
+    s.collect(4)
     s.recovered = "buffer held the outage; flushed when back; no tick row lost"
     s.finish(t0)
     assert s.notes["ticks_dropped"] == 0
@@ -93,14 +95,14 @@ def test_database_unreachable_for_an_hour_of_market_at_full_rate(scenario) -> No
 
 
 def test_buffer_bound_exceeded_drops_counted_and_candles_stay_exact(scenario) -> None:
-    """COLLECTOR_BUFFER_MAX_TICKS=1000 and a 15 s outage (~2,250 ticks): the oldest tick rows
+    """COLLECTOR_BUFFER_MAX_TICKS=1000 and a 10 s outage (~1,500 ticks): the oldest tick rows
     are dropped at the bound. The drop is counted (ig_collector_ticks_dropped_total) and logged,
     the ticks table is short by exactly that count, and the candles - built in memory - still
     equal ground truth, from the stream."""
     s = scenario(
         "buffer bound exceeded during a database outage",
-        "COLLECTOR_BUFFER_MAX_TICKS=1000, PostgreSQL cut for 15 s at 150 ticks/s",
-        env={"COLLECTOR_BUFFER_MAX_TICKS": "1000"},
+        "COLLECTOR_BUFFER_MAX_TICKS=1000, PostgreSQL cut for 10 s at 150 ticks/s",
+        env={"COLLECTOR_BUFFER_MAX_TICKS": "1000", "COLLECTOR_DB_RETRY_MAX_S": "5"},
         db_proxy=True,
     )
     t0 = s.start()
@@ -108,16 +110,16 @@ def test_buffer_bound_exceeded_drops_counted_and_candles_stay_exact(scenario) ->
     cut_from = s.sim.now_ms()
     since = _cut(s)
     wait_for(lambda: s.metric("ticks_dropped_total") > 0, 60, "the buffer bound to be reached")
-    while time.monotonic() - since < 15:
+    while time.monotonic() - since < 10:
         time.sleep(0.5)
     cut_to = s.sim.now_ms()
     assert s.metric("buffer_ticks") <= 1000
     _restore_and_drain(s)
-    dropped = int(s.metric("ticks_dropped_total"))
-    s.collect(6)
+    s.collect(4)
     s.recovered = "oldest tick rows dropped at the bound (counted, logged); candles exact from memory"
     s.finish(t0)
-    assert s.notes["ticks_dropped"] == dropped > 0
+    dropped = s.notes["ticks_dropped"]
+    assert dropped > 0
     assert s.logged("write buffer full") >= 1
     logged_total = max(
         int(r.get("dropped_total", 0)) for r in s.log_records() if "write buffer full" in str(r.get("msg"))
@@ -136,7 +138,8 @@ def test_stream_drop_while_the_database_is_down_is_repaired_when_it_returns(scen
     are written incomplete, and once the database is back they are replaced from REST."""
     s = scenario(
         "stream drop during a database outage",
-        "PostgreSQL cut for 20 s; 5 s in, the stream connection is reset",
+        "PostgreSQL cut for 12 s; 5 s in, the stream connection is reset",
+        env={"COLLECTOR_DB_RETRY_MAX_S": "5"},
         db_proxy=True,
     )
     t0 = s.start()
@@ -147,10 +150,10 @@ def test_stream_drop_while_the_database_is_down_is_repaired_when_it_returns(scen
     t_drop = time.monotonic()
     s.sim.drop_connections("abort")
     s.recovered_within(t_drop, sessions, what="the stream drop during the outage", database=False)
-    while time.monotonic() - since < 20:
+    while time.monotonic() - since < 12:
         time.sleep(0.5)
     _restore_and_drain(s)
-    s.collect(6)
+    s.collect(4)
     s.recovered = "stream reconnected during the outage; gap flags kept in memory; repaired after"
     s.finish(t0)
     s.assert_from_rest([drop_at - drop_at % (5 * MIN)])
@@ -163,6 +166,7 @@ def test_kill9_while_the_database_is_down_backfills_everything_unwritten(scenari
     s = scenario(
         "kill -9 during a database outage",
         "PostgreSQL cut; 8 s in, kill -9; restart while still cut; database back 6 s later",
+        env={"COLLECTOR_DB_RETRY_MAX_S": "5"},
         db_proxy=True,
     )
     t0 = s.start()
@@ -174,12 +178,13 @@ def test_kill9_while_the_database_is_down_backfills_everything_unwritten(scenari
     killed_at = s.sim.now_ms()
     s.proc.start()
     wait_for(lambda: s.logged("database not reachable at start") >= 1, 60, "the restart to wait for the database")
-    s.collect(6)
+    s.collect(4)
     assert s.db_proxy is not None
     s.db_proxy.start()
     back = time.monotonic()
     s.recovered_within(back, what="the restarted collector once the database is back")
-    s.collect(6)
+    s.collect(4)
     s.recovered = "restart waited for the database; everything unwritten replaced from REST"
     s.finish(t0)
-    s.assert_from_rest(buckets_between(cut_from, killed_at, "5m"))
+    # Every bucket from the last commit to the restart lost rows with the process: all from REST.
+    s.assert_from_rest(list(range(cut_from - cut_from % (5 * MIN), killed_at, 5 * MIN)))

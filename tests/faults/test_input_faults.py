@@ -53,40 +53,54 @@ def test_malformed_updates_at_a_high_rate_are_each_counted_and_never_stored(scen
     s.notes["tick_rows_checked"] = stored
 
 
+def _late_in(tick_ms: int, at_ms: int) -> int:
+    """Timeframes for which a tick stamped `tick_ms` and received at `at_ms` is late (its bucket
+    closed: end + the 1.5 s close grace)."""
+    return sum(1 for n in (5 * MIN, 15 * MIN) if at_ms >= tick_ms - tick_ms % n + n + 1500)
+
+
 def test_late_ticks_within_the_lateness_window_correct_the_closed_candle(scenario) -> None:
-    """Ticks stamped 90 simulated seconds in the past, received one minute after their 5m bucket
-    closed, with COLLECTOR_LATENESS_MS=180000: the stream's candle is corrected (same row,
-    still `stream`), counted as corrected, and needs no REST."""
+    """COLLECTOR_LATENESS_MS=240000. Ticks stamped 3 simulated minutes in the past arrive 2.5
+    minutes after their 5m bucket closed: in a bucket the stream saw whole, the stream's candle
+    is corrected (still `stream`, no REST); in the start-up bucket (partial, to be replaced from
+    REST) the correction must not be lost either: the REST candle that replaces it has them.
+    Each is counted as a correction."""
     s = scenario(
         "late ticks within the lateness window",
-        "10 ticks 90 s (simulated) late, 1 min after their 5m bucket closed; lateness 180 s",
-        env={"COLLECTOR_LATENESS_MS": "180000"},
+        "2 x 8 ticks 3 min (simulated) late, 2.5 min after their 5m bucket closed (the start-up bucket "
+        "and a whole one); lateness 4 min",
+        env={"COLLECTOR_LATENESS_MS": "240000"},
     )
     t0 = s.start()
-    # 6 min into a 15m bucket: a tick 90 s old falls in the 5m bucket that closed a minute ago,
-    # and in the 15m bucket that is still open.
-    s.sleep_until_phase("15m", 6.0, min_wait_min=6)
-    pairs = ("EURUSD", "USDJPY", "GBPUSD", "EURGBP", "AUDUSD", "NZDUSD", "USDCHF", "USDCAD", "EURJPY", "GBPJPY")
-    late = [s.sim.inject_late_tick(p, 90_000) for p in pairs]
-    b5 = {t.time_ms - t.time_ms % (5 * MIN) for t in late}
-    assert len(b5) == 1
+    b0 = t0 - t0 % (5 * MIN)  # the start-up 5m bucket
+    pairs = ("EURUSD", "USDJPY", "GBPUSD", "EURGBP", "AUDUSD", "NZDUSD", "USDCHF", "USDCAD")
+    expected = 0
+    groups = []
+    for bucket in (b0, b0 + 5 * MIN):
+        wait_for(lambda b=bucket: s.sim.now_ms() >= b + 7.5 * MIN, 30, "2.5 minutes after the bucket closed")
+        at = s.sim.now_ms()
+        late = [s.sim.inject_late_tick(p, 3 * MIN) for p in pairs]
+        assert all(bucket <= t.time_ms < bucket + 5 * MIN for t in late)
+        expected += sum(_late_in(t.time_ms, at) for t in late)
+        groups.append(late)
     wait_for(
-        lambda: s.metric("late_ticks_total", outcome="corrected") == len(late),
+        lambda: s.metric("late_ticks_total", outcome="corrected") == expected,
         30,
-        f"{len(late)} late ticks counted as corrections",
+        f"{expected} corrections counted (per timeframe)",
     )
-    s.collect(6)
+    s.collect(4)
     assert s.metric("late_ticks_total", outcome="dropped") == 0
-    s.recovered = "closed 5m candles corrected from the stream; no REST"
-    s.notes["late_corrected"] = len(late)
+    s.recovered = "closed candles corrected: from the stream, or by the REST candle replacing the partial one"
+    s.notes["late_corrected"] = expected
     s.finish(t0)
+    s.assert_from_rest([b0], pairs=pairs)
     rows = s.sql(
         "SELECT DISTINCT source, complete FROM candles WHERE timeframe = '5m' AND bucket = to_timestamp(%s / 1000.0) "
         "AND pair = ANY(%s)",
-        b5.pop(),
-        [t.pair for t in late],
+        b0 + 5 * MIN,
+        list(pairs),
     )
-    assert rows == [("stream", True)], f"corrected candles stay stream candles: {rows}"
+    assert rows == [("stream", True)], f"corrected candles of a whole bucket stay stream candles: {rows}"
     assert s.sql("SELECT count(*) FROM candle_repairs WHERE reason = 'late_tick'") == [(0,)]
 
 
@@ -119,7 +133,7 @@ def test_late_ticks_beyond_the_lateness_window_are_dropped_counted_and_repaired(
     )
     assert s.metric("ticks_rejected_total", reason="too_late") == len(both)
     assert s.metric("late_ticks_total", outcome="corrected") == 0
-    s.collect(6)
+    s.collect(4)
     s.recovered = "dropped ticks counted; their buckets replaced from REST, which has them"
     s.notes["late_dropped"] = dropped
     s.finish(t0)

@@ -57,7 +57,7 @@ def test_kill9_mid_bucket_resumes_the_open_bucket_and_backfills_the_downtime(sce
         bo2, ao2, hi2, lo2, n2 = now[pair]
         assert (bo2, ao2) == (bo, ao), f"{pair}: the resumed bucket keeps its open"
         assert hi2 >= hi and lo2 <= lo and n2 > n, f"{pair}: high, low and tick count carried over"
-    s.collect(6)
+    s.collect(4)
     s.recovered = "open 15m bucket resumed (open/high/low/count kept); downtime replaced from REST"
     s.notes["down_sim_minutes"] = round((restarted_at - killed_at) / MIN, 1)
     s.finish(t0)

@@ -27,15 +27,15 @@ def _allowance_resets_in(s: Scenario, minutes: float) -> None:
     s.sim._call(move)
 
 
-def _startup_repaired(s: Scenario) -> None:
-    """Wait until the start-up bucket (partial: the collector began inside it) is replaced from
-    REST, so the fault that follows meets only the gap's repairs."""
+def _first_repairs_done(s: Scenario) -> None:
+    """Wait until the start-up 5m bucket (partial: the collector began inside it) is replaced
+    from REST and nothing else is due; the fault that follows meets only later repairs."""
 
     def done() -> bool:
-        ((pending, total),) = s.sql("SELECT count(*) FILTER (WHERE resolved_at IS NULL), count(*) FROM candle_repairs")
-        return total > 0 and pending == 0
+        (resolved,) = s.sql("SELECT count(*) FROM candle_repairs WHERE resolution = 'rest'")[0]
+        return resolved >= 28 and s.unresolved_before(s.sim.now_ms()) == 0
 
-    wait_for(done, 60, "the start-up buckets to be replaced from REST")
+    wait_for(done, 60, "the start-up 5m bucket to be replaced from REST")
 
 
 def _gap(s: Scenario) -> tuple[int, float]:
@@ -49,32 +49,31 @@ def _gap(s: Scenario) -> tuple[int, float]:
 
 def test_allowance_exhausted_during_a_backfill_waits_for_the_reset(scenario) -> None:
     """The allowance is spent just before a gap: the repair's request is refused (403), no
-    crash, the repairs stay pending and are reported (metric, log), and no further REST request
-    is made until the allowance's expiry - known from the last successful answer; after the reset
-    the repairs complete."""
+    crash, the repairs stay pending and are reported (metric, log) - a second gap adds to them -
+    and no REST request is made until the allowance's expiry, known from the last successful
+    answer. After the reset exactly the flagged buckets are bought and replaced: one point per
+    candle, and the clean buckets between the two gaps stay stream candles."""
     s = scenario(
-        "REST allowance exhausted before a gap",
-        "set_allowance(0), then a stream drop; the allowance resets 24 simulated minutes after start",
+        "REST allowance exhausted before two gaps",
+        "set_allowance(0), then two stream drops; the allowance resets 40 simulated minutes after start",
         rest_proxy=True,
     )
     assert s.rest_proxy is not None
-    _allowance_resets_in(s, 24)
-    reset_at = s.sim.now_ms() + 24 * MIN
+    _allowance_resets_in(s, 40)
+    reset_at = s.sim.now_ms() + 40 * MIN
     t0 = s.start()
 
-    def nothing_due() -> bool:
-        (resolved,) = s.sql("SELECT count(*) FROM candle_repairs WHERE resolution = 'rest'")[0]
-        return resolved >= 28 and s.unresolved_before(s.sim.now_ms()) == 0
-
-    wait_for(nothing_due, 60, "the first start-up repairs (their answer carries the allowance's expiry)")
+    _first_repairs_done(s)  # their answer carries the allowance's expiry
     s.sim.set_allowance(0)
     requests = s.rest_proxy.count(PRICES)
-    _gap(s)
+    first, _ = _gap(s)
     wait_for(lambda: s.metric("rest_exhausted") == 1, 60, "the refused repair to mark REST exhausted")
-    assert s.sim.now_ms() < reset_at - 2 * MIN, "the scenario needs the refusal well before the reset"
     refused_at = s.rest_proxy.count(PRICES)
     assert refused_at == requests + 1, "one refused request, then REST use stops"
     assert s.logged("REST allowance exhausted") >= 1
+    s.sleep_until_phase("5m", 1.0, min_wait_min=6)
+    second, _ = _gap(s)
+    assert s.sim.now_ms() < reset_at - 2 * MIN, "the scenario needs both gaps well before the reset"
     wait_for(lambda: s.metric("repairs_pending") > 0, 30, "the waiting repairs to be reported")
     pending = int(s.metric("repairs_pending"))
     assert s.proc.alive()
@@ -84,11 +83,22 @@ def test_allowance_exhausted_during_a_backfill_waits_for_the_reset(scenario) -> 
     t_reset = time.monotonic()
     wait_for(lambda: s.metric("rest_exhausted") == 0, 60, "REST use to resume after the reset")
     s.recoveries.append(round(time.monotonic() - t_reset, 2))
-    s.collect(6)
+    s.collect(4)
     s.recovered = "repairs pending and reported while spent; no REST use until the reset; then repaired"
     s.notes["repairs_pending_peak"] = pending
     s.notes["rest_requests_while_spent"] = 0
     s.finish(t0)
+    s.assert_from_rest([first - first % (5 * MIN), second - second % (5 * MIN)])
+    (repaired,) = s.sql("SELECT count(*) FROM candle_repairs WHERE resolution = 'rest'")[0]
+    assert s.notes["rest_points"] == repaired, "REST points spent on buckets that needed no repair"
+    between = s.sql(
+        "SELECT DISTINCT source FROM candles c WHERE timeframe = '5m' AND bucket > to_timestamp(%s / 1000.0) "
+        "AND bucket + interval '5 min' <= to_timestamp(%s / 1000.0) AND NOT EXISTS (SELECT 1 FROM candle_repairs r "
+        "WHERE r.pair = c.pair AND r.timeframe = c.timeframe AND r.bucket = c.bucket)",
+        first,
+        second - second % (5 * MIN),
+    )
+    assert between == [("stream",)], f"the clean buckets between the gaps were replaced: {between}"
 
 
 def test_rest_errors_are_retried_until_the_repairs_succeed(scenario) -> None:
@@ -97,13 +107,13 @@ def test_rest_errors_are_retried_until_the_repairs_succeed(scenario) -> None:
     s = scenario("REST errors, then recovery", "fail_rest(80, 500) before a stream drop", rest_proxy=True)
     assert s.rest_proxy is not None
     t0 = s.start()
-    _startup_repaired(s)
+    _first_repairs_done(s)
     s.sim.fail_rest(80, 500)
     drop_at, _ = _gap(s)
     t = time.monotonic()
     wait_for(lambda: s.sim.stats()["rest_errors_pending"] == 0, 60, "the 80 failures to be spent by repairs")
     wait_for(lambda: s.metric("rest_errors_total") == 80, 30, "each failure to be counted")
-    s.collect(6)
+    s.collect(4)
     s.recovered = "each 500 counted and retried; all repaired"
     s.finish(t0)
     s.recoveries.append(round(time.monotonic() - t, 2))
@@ -114,30 +124,36 @@ def test_rest_errors_are_retried_until_the_repairs_succeed(scenario) -> None:
     s.assert_from_rest([drop_at - drop_at % (5 * MIN)])
 
 
+@pytest.mark.slow
 def test_rest_failing_for_good_reports_the_buckets_unrecoverable(scenario) -> None:
     """The gateway never answers again: after 5 attempts each, the gap's buckets are declared
     unrecoverable - counted, logged, and their partial stream rows left incomplete. Nothing is
     passed off as complete; every missing candle is accounted for."""
     s = scenario("REST failing for good", "fail_rest(100000, 503) before a stream drop", rest_proxy=True)
     t0 = s.start()
-    _startup_repaired(s)
+    _first_repairs_done(s)
     s.sim.fail_rest(100_000, 503)
     drop_at, _ = _gap(s)
-    flagged = s.sql("SELECT count(*) FROM candle_repairs WHERE resolved_at IS NULL")[0][0]
-    assert flagged > 0
-    wait_for(
-        lambda: s.metric("repairs_total", outcome="unrecoverable") == flagged,
-        90,
-        f"all {flagged} gap buckets to be declared unrecoverable after 5 attempts",
-    )
-    assert s.logged("could not be repaired from REST") == flagged
+    gap_5m = drop_at - drop_at % (5 * MIN)
+
+    def all_declared() -> bool:
+        ((open_, declared, gap),) = s.sql(
+            "SELECT count(*) FILTER (WHERE resolved_at IS NULL), count(*) FILTER (WHERE resolution = 'unrecoverable'), "
+            "count(*) FILTER (WHERE resolution = 'unrecoverable' AND timeframe = '5m' "
+            "AND bucket = to_timestamp(%s / 1000.0)) FROM candle_repairs",
+            gap_5m,
+        )
+        return open_ == 0 and gap > 0 and s.metric("repairs_total", outcome="unrecoverable") == declared
+
+    wait_for(all_declared, 120, "every flagged bucket to be declared unrecoverable after 5 attempts")
+    ((declared,),) = s.sql("SELECT count(*) FROM candle_repairs WHERE resolution = 'unrecoverable'")
+    assert s.logged("could not be repaired from REST") == declared
     s.collect(2)
     s.recovered = "buckets declared unrecoverable (metric, log); partial rows left incomplete"
     v = s.finish(t0)
     assert len(v.cmp.missing) > 0 and set(v.cmp.missing) <= v.reported
-    gap_5m = drop_at - drop_at % (5 * MIN)
     rows = s.sql(
         "SELECT DISTINCT complete FROM candles WHERE timeframe = '5m' AND bucket = to_timestamp(%s / 1000.0)", gap_5m
     )
     assert rows in ([], [(False,)]), f"the gap's partial rows stay incomplete: {rows}"
-    s.notes["unrecoverable"] = flagged
+    s.notes["unrecoverable"] = declared
