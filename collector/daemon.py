@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import random
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -591,6 +592,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # trading-ig imports pandas when it is installed (~50 MB resident, a third of the collector's
+    # 150 MB budget) only to return DataFrames, which the collector never asks for.
+    sys.modules.setdefault("pandas", None)  # type: ignore[arg-type]
+    quiet = logging.getLogger("trading_ig.utils")
+    quiet.disabled = True  # its "pandas is not present" warning is noise here
+    import trading_ig  # noqa: F401
+
+    quiet.disabled = False
     settings = load_settings(getattr(args, "config", None))
     logs.setup(args.log_level or settings.log_level, settings.log_format)
     daemon = Daemon(settings)

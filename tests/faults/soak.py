@@ -19,12 +19,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import io
 import json
 import random
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,14 +35,80 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from collector import devdb
+from collector import devdb, tickfile
 from collector.config import load_settings
 from collector.migrate import migrate
-from tests.e2e.harness import WEDNESDAY_10_UTC, CollectorProcess, compare, start_simulator, wait_for
+from collector.models import Tick
+from tests.e2e.harness import WEDNESDAY_10_UTC, CollectorProcess, compare, free_port, wait_for
 from tests.netproxy import TcpProxy
 
 P = "ig_collector"
 FAULTS = ("drop_close", "drop_abort", "end_48", "end_32", "stall", "db_cut", "kill9")
+
+
+class RemoteSimulator:
+    """The IG simulator in a process of its own (as IG is remote: the soak's own threads - the
+    database proxy, sampling - must not slow the market down), driven over `/_sim/`. Quacks like
+    `Simulator` for CollectorProcess and compare()."""
+
+    username, password, api_key, account_id = "sim-user", "sim-pass", "sim-key", "SIMACC1"
+
+    def __init__(self, rate: float, speed: float, start_ms: int, seed: int, keepalive_ms: int = 1000) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        start = dt.datetime.fromtimestamp(start_ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "collector.cli", "simulator", "--port", str(self.port), "--seed", str(seed),
+             "--ticks-per-second", str(rate), "--speed", str(speed), "--start", start,
+             "--keepalive-ms", str(keepalive_ms)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for(self._up, 30, "the simulator to listen")
+        c = self._get("/_sim/clock")
+        self._clock = (int(c["start_ms"]), int(c["wall_start_ms"]), float(c["speed"]))
+
+    def _up(self) -> bool:
+        try:
+            self._get("/_sim/clock")
+            return True
+        except OSError:
+            return False
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            return json.load(r)
+
+    def _post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        req = urllib.request.Request(self.url + path, data=json.dumps(body or {}).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.load(r)
+
+    def now_ms(self) -> int:
+        start, wall, speed = self._clock
+        return start + int((time.time_ns() // 1_000_000 - wall) * speed)
+
+    def stats(self) -> dict[str, Any]:
+        return self._get("/_sim/stats")
+
+    def ticks(self) -> list[Tick]:
+        with urllib.request.urlopen(self.url + "/_sim/ticks.csv", timeout=300) as r:
+            return tickfile.parse(io.TextIOWrapper(r, encoding="utf-8"))
+
+    def drop_connections(self, mode: str) -> Any:
+        return self._post("/_sim/drop", {"mode": mode})
+
+    def end_sessions(self, code: int) -> Any:
+        return self._post("/_sim/end", {"code": code})
+
+    def stall_stream(self) -> Any:
+        return self._post("/_sim/stall")
+
+    def unstall_stream(self) -> Any:
+        return self._post("/_sim/unstall")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
 
 
 def rss_mb(pid: int) -> float | None:
@@ -132,200 +201,209 @@ def main(argv: list[str] | None = None) -> int:
     db_url = devdb.fresh_database(server, "soak")
     migrate(db_url, load_settings())
     proxy, proxied = TcpProxy.for_url(db_url)
-    sim = start_simulator(ticks_per_second=args.rate, speed=args.speed, start_ms=WEDNESDAY_10_UTC)
+    sim = RemoteSimulator(args.rate, args.speed, WEDNESDAY_10_UTC, args.seed)
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     # A silent stream is noticed after 10 s here (the library does not notice a server-side
     # close; 2,000 ticks/s makes 10 s of silence unambiguous). Production default: 120 s.
     env = {"COLLECTOR_STALE_AFTER_S": str(10 * args.speed), "COLLECTOR_DB_RETRY_MAX_S": "10"}
-    c = CollectorProcess(sim, proxied, work, env)
-    t_start = time.monotonic()
-    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    print(f"soak: {args.minutes:g} min, {args.rate:,.0f} ticks/s, speed {args.speed:g}; log {c.log_path}")
+    c = CollectorProcess(sim, proxied, work, env)  # type: ignore[arg-type]
+    try:
+        t_start = time.monotonic()
+        started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        print(f"soak: {args.minutes:g} min, {args.rate:,.0f} ticks/s, speed {args.speed:g}; log {c.log_path}")
 
-    incs: list[Incarnation] = []
+        incs: list[Incarnation] = []
 
-    def launch() -> None:
-        c.start()
-        assert c.proc is not None
-        incs.append(Incarnation(c.proc.pid, time.monotonic() - t_start))
-        wait_for(lambda: c.metric(f"{P}_stream_connected") == 1, 90, "the collector to stream")
+        def launch() -> None:
+            c.start()
+            assert c.proc is not None
+            incs.append(Incarnation(c.proc.pid, time.monotonic() - t_start))
+            wait_for(lambda: c.metric(f"{P}_stream_connected") == 1, 90, "the collector to stream")
 
-    def sample() -> None:
-        inc = incs[-1]
-        mb = rss_mb(inc.pid)
-        if mb is not None:
-            inc.rss.append((time.monotonic() - t_start, mb))
-        with contextlib.suppress(OSError):
-            inc.last = c.metrics()
+        def sample() -> None:
+            inc = incs[-1]
+            mb = rss_mb(inc.pid)
+            if mb is not None:
+                inc.rss.append((time.monotonic() - t_start, mb))
+            with contextlib.suppress(OSError):
+                inc.last = c.metrics()
 
-    launch()
-    covered_from = sim.now_ms()
-    faults: list[tuple[float, str]] = []
-    end = t_start + args.minutes * 60
-    next_fault = time.monotonic() + args.fault_every
-    next_sample = 0.0
-    pending_restore: list[tuple[float, str]] = []
-    while time.monotonic() < end:
-        now = time.monotonic()
-        if now >= next_sample:
-            sample()
-            next_sample = now + 5
-            last = incs[-1].rss[-1][1] if incs[-1].rss else float("nan")
-            m = incs[-1].last
-            print(
-                f"  t={now - t_start:5.0f}s rss={last:6.1f} MB written={m.get(f'{P}_ticks_written_total', 0):>10,.0f} "
-                f"connected={m.get(f'{P}_stream_connected', 0):.0f} buffer={m.get(f'{P}_buffer_ticks', 0):,.0f}",
-                flush=True,
-            )
-        for due, what in list(pending_restore):
-            if now >= due:
-                pending_restore.remove((due, what))
-                if what == "unstall":
-                    sim.unstall_stream()
-                elif what == "db":
-                    proxy.start()
-        if now >= next_fault and not pending_restore:
-            fault = rng.choice(FAULTS)
-            faults.append((now - t_start, fault))
-            print(f"  t={now - t_start:5.0f}s fault: {fault}", flush=True)
-            if fault == "drop_close":
-                sim.drop_connections("close")
-            elif fault == "drop_abort":
-                sim.drop_connections("abort")
-            elif fault == "end_48":
-                sim.end_sessions(48)
-            elif fault == "end_32":
-                sim.end_sessions(32)
-            elif fault == "stall":
-                sim.stall_stream()
-                pending_restore.append((now + 15, "unstall"))
-            elif fault == "db_cut":
-                proxy.stop()
-                pending_restore.append((now + 20, "db"))
-            elif fault == "kill9":
+        launch()
+        covered_from = sim.now_ms()
+        faults: list[tuple[float, str]] = []
+        end = t_start + args.minutes * 60
+        next_fault = time.monotonic() + args.fault_every
+        next_sample = 0.0
+        pending_restore: list[tuple[float, str]] = []
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if now >= next_sample:
                 sample()
-                c.kill9()
-                time.sleep(3)
-                launch()
-            next_fault = now + args.fault_every
-        time.sleep(0.2)
-    for _, what in pending_restore:
-        sim.unstall_stream() if what == "unstall" else proxy.start()
-    faults_end_ms = sim.now_ms()
-    print(f"faults over; settling up to {args.settle:g} s for repairs", flush=True)
-    settle_end = time.monotonic() + args.settle
-    while time.monotonic() < settle_end:
+                next_sample = now + 5
+                last = incs[-1].rss[-1][1] if incs[-1].rss else float("nan")
+                m = incs[-1].last
+                print(
+                    f"  t={now - t_start:5.0f}s rss={last:6.1f} MB "
+                    f"written={m.get(f'{P}_ticks_written_total', 0):>10,.0f} "
+                    f"connected={m.get(f'{P}_stream_connected', 0):.0f} buffer={m.get(f'{P}_buffer_ticks', 0):,.0f}",
+                    flush=True,
+                )
+            for due, what in list(pending_restore):
+                if now >= due:
+                    pending_restore.remove((due, what))
+                    if what == "unstall":
+                        sim.unstall_stream()
+                    elif what == "db":
+                        proxy.start()
+            if now >= next_fault and not pending_restore:
+                fault = rng.choice(FAULTS)
+                faults.append((now - t_start, fault))
+                print(f"  t={now - t_start:5.0f}s fault: {fault}", flush=True)
+                if fault == "drop_close":
+                    sim.drop_connections("close")
+                elif fault == "drop_abort":
+                    sim.drop_connections("abort")
+                elif fault == "end_48":
+                    sim.end_sessions(48)
+                elif fault == "end_32":
+                    sim.end_sessions(32)
+                elif fault == "stall":
+                    sim.stall_stream()
+                    pending_restore.append((now + 15, "unstall"))
+                elif fault == "db_cut":
+                    proxy.stop()
+                    pending_restore.append((now + 20, "db"))
+                elif fault == "kill9":
+                    sample()
+                    c.kill9()
+                    time.sleep(3)
+                    launch()
+                next_fault = now + args.fault_every
+            time.sleep(0.2)
+        for _, what in pending_restore:
+            sim.unstall_stream() if what == "unstall" else proxy.start()
+        faults_end_ms = sim.now_ms()
+        print(f"faults over; settling up to {args.settle:g} s for repairs", flush=True)
+        settle_end = time.monotonic() + args.settle
+        while time.monotonic() < settle_end:
+            sample()
+            with psycopg.connect(db_url) as conn:
+                open_ = conn.execute(
+                    "SELECT count(*) FROM candle_repairs WHERE resolved_at IS NULL AND bucket + "
+                    "(CASE timeframe WHEN '5m' THEN interval '5 min' ELSE interval '15 min' END) "
+                    "< to_timestamp(%s / 1000.0) - interval '2 min'",
+                    (sim.now_ms(),),
+                ).fetchone()[0]
+            if open_ == 0 and time.monotonic() - t_start > args.minutes * 60 + 10:
+                break
+            time.sleep(5)
         sample()
-        with psycopg.connect(db_url) as conn:
-            open_ = conn.execute(
-                "SELECT count(*) FROM candle_repairs WHERE resolved_at IS NULL AND bucket + "
-                "(CASE timeframe WHEN '5m' THEN interval '5 min' ELSE interval '15 min' END) "
-                "< to_timestamp(%s / 1000.0) - interval '2 min'",
-                (sim.now_ms(),),
-            ).fetchone()[0]
-        if open_ == 0 and time.monotonic() - t_start > args.minutes * 60 + 10:
-            break
-        time.sleep(5)
-    sample()
-    connected = incs[-1].last.get(f"{P}_stream_connected", 0)
-    alive = c.alive()
-    covered_to = sim.now_ms() - 2 * 60_000
-    stats = sim.stats()
-    code = c.stop()
-    proxy.stop()
+        connected = incs[-1].last.get(f"{P}_stream_connected", 0)
+        alive = c.alive()
+        covered_to = sim.now_ms() - 2 * 60_000
+        stats = sim.stats()
+        code = c.stop()
+        proxy.stop()
 
-    # --- figures -----------------------------------------------------------------------------
-    cmp = compare(db_url, sim, ("5m", "15m"), covered_from, covered_to)
-    with psycopg.connect(db_url) as conn:
-        reported = {
-            (p, tf, int(b.timestamp() * 1000))
-            for p, tf, b in conn.execute(
-                "SELECT pair, timeframe, bucket FROM candle_repairs "
-                "WHERE resolved_at IS NULL OR resolution = 'unrecoverable'"
+        # --- figures -----------------------------------------------------------------------------
+        cmp = compare(db_url, sim, ("5m", "15m"), covered_from, covered_to)  # type: ignore[arg-type]
+        with psycopg.connect(db_url) as conn:
+            reported = {
+                (p, tf, int(b.timestamp() * 1000))
+                for p, tf, b in conn.execute(
+                    "SELECT pair, timeframe, bucket FROM candle_repairs "
+                    "WHERE resolved_at IS NULL OR resolution = 'unrecoverable'"
+                )
+            }
+            tick_rows = conn.execute("SELECT count(*) FROM ticks").fetchone()[0]
+            candle_rows = ", ".join(
+                f"{n:,} {src}{'' if done else ' incomplete'}"
+                for src, done, n in conn.execute(
+                    "SELECT source, complete, count(*) FROM candles GROUP BY 1, 2 ORDER BY 1, 2 DESC"
+                )
             )
-        }
-        tick_rows = conn.execute("SELECT count(*) FROM ticks").fetchone()[0]
-        candle_rows = ", ".join(
-            f"{n:,} {src}{'' if done else ' incomplete'}"
-            for src, done, n in conn.execute(
-                "SELECT source, complete, count(*) FROM candles GROUP BY 1, 2 ORDER BY 1, 2 DESC"
+            repairs = dict(
+                conn.execute("SELECT coalesce(resolution, 'pending'), count(*) FROM candle_repairs GROUP BY 1")
             )
+        unexplained = [k for k in cmp.missing if k not in reported]
+        total = summed(incs, P)
+        wall = time.monotonic() - t_start
+        received = sum(v for k, v in total.items() if k.startswith(f"{P}_ticks_received_total{{"))
+        visible = hist(total, f"{P}_tick_to_visible_seconds")
+        close = hist(total, f"{P}_candle_close_lag_seconds")
+        slopes, timeline = [], []
+        for i, inc in enumerate(incs):
+            pts = [(t, mb) for t, mb in inc.rss if t - inc.started >= 60]
+            if len(pts) >= 3:
+                x = np.array([t for t, _ in pts]) / 60
+                y = np.array([mb for _, mb in pts])
+                slope = float(np.polyfit(x, y, 1)[0])
+                slopes.append(f"process {i + 1} ({(pts[-1][0] - pts[0][0]) / 60:.1f} min): {slope:+.2f} MB/min")
+            per_min = {}
+            for t, mb in inc.rss:
+                per_min.setdefault(int(t // 60), mb)
+            timeline.append(" ".join(f"{m:>3}m:{mb:5.1f}" for m, mb in sorted(per_min.items())))
+        all_rss = [mb for inc in incs for _, mb in inc.rss]
+        fault_counts: dict[str, int] = {}
+        for _, f in faults:
+            fault_counts[f] = fault_counts.get(f, 0) + 1
+        sources = ", ".join(f"{n:,} {s}" for s, n in sorted(cmp.by_source.items()))
+        verdict = (
+            f"{cmp.compared:,} complete candles compared ({sources}): "
+            f"{len(cmp.mismatches)} differ; {len(cmp.missing)} closed buckets not stored complete, "
+            f"{len(cmp.missing) - len(unexplained)} of them reported (repairs {repairs}), "
+            f"{len(unexplained)} unexplained"
         )
-        repairs = dict(conn.execute("SELECT coalesce(resolution, 'pending'), count(*) FROM candle_repairs GROUP BY 1"))
-    unexplained = [k for k in cmp.missing if k not in reported]
-    total = summed(incs, P)
-    wall = time.monotonic() - t_start
-    received = sum(v for k, v in total.items() if k.startswith(f"{P}_ticks_received_total{{"))
-    visible = hist(total, f"{P}_tick_to_visible_seconds")
-    close = hist(total, f"{P}_candle_close_lag_seconds")
-    slopes, timeline = [], []
-    for i, inc in enumerate(incs):
-        pts = [(t, mb) for t, mb in inc.rss if t - inc.started >= 60]
-        if len(pts) >= 3:
-            x = np.array([t for t, _ in pts]) / 60
-            y = np.array([mb for _, mb in pts])
-            slope = float(np.polyfit(x, y, 1)[0])
-            slopes.append(f"process {i + 1} ({(pts[-1][0] - pts[0][0]) / 60:.1f} min): {slope:+.2f} MB/min")
-        per_min = {}
-        for t, mb in inc.rss:
-            per_min.setdefault(int(t // 60), mb)
-        timeline.append(" ".join(f"{m:>3}m:{mb:5.1f}" for m, mb in sorted(per_min.items())))
-    all_rss = [mb for inc in incs for _, mb in inc.rss]
-    fault_counts: dict[str, int] = {}
-    for _, f in faults:
-        fault_counts[f] = fault_counts.get(f, 0) + 1
-    sources = ", ".join(f"{n:,} {s}" for s, n in sorted(cmp.by_source.items()))
-    verdict = (
-        f"{cmp.compared:,} complete candles compared ({sources}): "
-        f"{len(cmp.mismatches)} differ; {len(cmp.missing)} closed buckets not stored complete, "
-        f"{len(cmp.missing) - len(unexplained)} of them reported (repairs {repairs}), {len(unexplained)} unexplained"
-    )
-    out: dict[str, Any] = {
-        "command": command,
-        "started_at": started_at,
-        "params": {"minutes": args.minutes, "rate": args.rate, "pairs": len(sim.core.pairs), "speed": args.speed},
-        "faults": faults,
-        "faults_summary": ", ".join(f"{n} {f}" for f, n in sorted(fault_counts.items())) or "none",
-        "ticks_generated": int(stats["ticks_generated"]),
-        "ticks_received": int(received),
-        "tick_rows": int(tick_rows),
-        "ticks_per_s": received / wall,
-        "candles_written": by_label(total, f"{P}_candles_written_total").replace("timeframe=", ""),
-        "candle_rows": candle_rows,
-        "reconnects": by_label(total, f"{P}_stream_reconnects_total") or "0",
-        "sessions_created": int(stats["sessions_created"]),
-        "rejects": by_label(total, f"{P}_ticks_rejected_total"),
-        "ticks_dropped": int(total.get(f"{P}_ticks_dropped_total", 0)),
-        "visible_p": " / ".join(quantile(visible, q) for q in (0.5, 0.95, 0.99)),
-        "close_lag_p": " / ".join(quantile(close, q) for q in (0.5, 0.95, 0.99))
-        + ("" if args.speed == 1 else f" (simulated; / {args.speed:g} for wall)"),
-        "rss_summary": f"{all_rss[0]:.1f} / {max(all_rss):.1f} / {all_rss[-1]:.1f} MB" if all_rss else "n/a",
-        "rss_max_mb": max(all_rss) if all_rss else None,
-        "rss_slope": "; ".join(slopes) or "n/a",
-        "rss_timeline": "\n|\n".join(timeline),
-        "verdict": verdict,
-        "mismatches": cmp.mismatches[:20],
-        "unexplained": [list(k) for k in unexplained[:20]],
-        "end_state": {"alive": alive, "stream_connected": connected, "exit_code": code},
-        "covered_sim_ms": [covered_from, covered_to, faults_end_ms],
-    }
-    print(json.dumps({k: v for k, v in out.items() if k not in ("faults", "rss_timeline")}, indent=2, default=str))
-    print("RSS timeline (MB):\n" + out["rss_timeline"])
-    if args.out:
-        args.out.write_text(json.dumps(out, indent=2, default=str))
-        print(f"wrote {args.out}")
-    sim.stop()
-    devdb.drop_database(server, db_url)
-    ok = (
-        not cmp.mismatches
-        and not unexplained
-        and alive
-        and connected == 1
-        and code == 0
-        and (max(all_rss) if all_rss else 0) < 150
-    )
-    print("SOAK PASSED" if ok else "SOAK FAILED")
-    return 0 if ok else 1
+        out: dict[str, Any] = {
+            "command": command,
+            "started_at": started_at,
+            "params": {"minutes": args.minutes, "rate": args.rate, "pairs": 28, "speed": args.speed},
+            "faults": faults,
+            "faults_summary": ", ".join(f"{n} {f}" for f, n in sorted(fault_counts.items())) or "none",
+            "ticks_generated": int(stats["ticks_generated"]),
+            "ticks_received": int(received),
+            "tick_rows": int(tick_rows),
+            "ticks_per_s": received / wall,
+            "candles_written": by_label(total, f"{P}_candles_written_total").replace("timeframe=", ""),
+            "candle_rows": candle_rows,
+            "reconnects": by_label(total, f"{P}_stream_reconnects_total") or "0",
+            "sessions_created": int(stats["sessions_created"]),
+            "rejects": by_label(total, f"{P}_ticks_rejected_total"),
+            "ticks_dropped": int(total.get(f"{P}_ticks_dropped_total", 0)),
+            "visible_p": " / ".join(quantile(visible, q) for q in (0.5, 0.95, 0.99)),
+            "close_lag_p": " / ".join(quantile(close, q) for q in (0.5, 0.95, 0.99))
+            + ("" if args.speed == 1 else f" (simulated; / {args.speed:g} for wall)"),
+            "rss_summary": f"{all_rss[0]:.1f} / {max(all_rss):.1f} / {all_rss[-1]:.1f} MB" if all_rss else "n/a",
+            "rss_max_mb": max(all_rss) if all_rss else None,
+            "rss_slope": "; ".join(slopes) or "n/a",
+            "rss_timeline": "\n|\n".join(timeline),
+            "verdict": verdict,
+            "mismatches": cmp.mismatches[:20],
+            "unexplained": [list(k) for k in unexplained[:20]],
+            "end_state": {"alive": alive, "stream_connected": connected, "exit_code": code},
+            "covered_sim_ms": [covered_from, covered_to, faults_end_ms],
+        }
+        print(json.dumps({k: v for k, v in out.items() if k not in ("faults", "rss_timeline")}, indent=2, default=str))
+        print("RSS timeline (MB):\n" + out["rss_timeline"])
+        if args.out:
+            args.out.write_text(json.dumps(out, indent=2, default=str))
+            print(f"wrote {args.out}")
+        ok = (
+            not cmp.mismatches
+            and not unexplained
+            and alive
+            and connected == 1
+            and code == 0
+            and (max(all_rss) if all_rss else 0) < 150
+        )
+        print("SOAK PASSED" if ok else "SOAK FAILED")
+        return 0 if ok else 1
+    finally:
+        if c.alive():
+            c.kill9()
+        proxy.stop()
+        sim.stop()
+        devdb.drop_database(server, db_url)
 
 
 if __name__ == "__main__":
