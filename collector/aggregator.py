@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import timeframes as tfs
-from .models import Candle, Tick
+from .models import Candle, RecentTicks, Tick
 from .validation import MAX_TIME_MS, N_CODES, TIME_BITS, Reject, check_values, check_values_batch
 
 if TYPE_CHECKING:
@@ -690,7 +690,7 @@ class Aggregator:
         self,
         open_candles: Iterable[Candle] = (),
         closed_candles: Iterable[Candle] = (),
-        last_ticks: Iterable[Tick] = (),
+        last_ticks: Iterable[Tick] | RecentTicks = (),
     ) -> int:
         """Continue from stored state after a restart; call before feeding ticks.
 
@@ -733,15 +733,24 @@ class Aggregator:
                     self._closed[(slot, b)] = bar
                     self._next_evict = min(self._next_evict, c + self.lateness_ms)
                 taken += 1
-        for tk in last_ticks:
-            code = self.pair_codes.get(tk.pair)
-            if code is None:
-                continue
-            self._pend.add((code, tk.time_ms, tk.bid, tk.ask))
-            if tk.time_ms > self._maxt[code]:
-                self._maxt[code] = tk.time_ms
-        self._fold_pending()
+        self._seed_keys(last_ticks if isinstance(last_ticks, RecentTicks) else RecentTicks.of(last_ticks))
         return taken
+
+    def _seed_keys(self, rt: RecentTicks) -> None:
+        """Put stored ticks into the duplicate filter, columnwise (no Python object per tick)."""
+        self._fold_pending()
+        lut = np.array([self.pair_codes.get(p, -1) for p in rt.pairs] or [-1], dtype=np.int64)
+        codes = lut[rt.pair_index] if len(rt) else np.empty(0, np.int64)
+        known = codes >= 0
+        codes, t = codes[known], rt.time_ms[known].astype(np.int64)
+        if not len(codes):
+            return
+        newest = np.full(len(self.pairs), -_NEVER, dtype=np.int64)
+        np.maximum.at(newest, codes, t)
+        self._maxt = [max(m, int(n)) for m, n in zip(self._maxt, newest.tolist(), strict=True)]
+        k = (codes << TIME_BITS) | t
+        o = np.argsort(k, kind="stable")
+        self._store_keys(k[o], rt.bid[known][o].astype(np.float64), rt.ask[known][o].astype(np.float64))
 
     # ------------------------------------------------------------------ counters
     def stats(self) -> AggregatorStats:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
 import logging
 import random
@@ -356,7 +357,7 @@ class Daemon:
                     future_tolerance_ms=self.settings.future_tolerance_ms,
                 )  # fmt: skip
                 n = self.pipeline.resume(state)
-                last = max((t.time_ms for t in state.last_ticks), default=None)
+                last = state.last_ticks.newest_ms()
                 with psycopg.connect(self.url, autocommit=True) as conn:
                     self.book.load_open(conn)
                     if last is None:
@@ -371,6 +372,8 @@ class Daemon:
                 self.consumer.awaiting_first = True
                 self._first_start = last is None
                 log.info("resumed open buckets", extra={"candles": n, "last_tick_ms": last})
+                del state
+                _release_freed_memory()
                 return
             except (psycopg.Error, WriterError) as e:
                 log.warning("database not reachable at start; retrying", extra={"error": str(e).strip()})
@@ -589,6 +592,16 @@ class Daemon:
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides COLLECTOR_LOG_LEVEL")
+
+
+def _release_freed_memory() -> None:
+    """Give the start-up transient back to the OS (glibc only; a no-op elsewhere).
+
+    Resuming reads a dedupe window of ticks (120,000 at 2,000 ticks/s) and the migration's
+    catalogue queries; glibc keeps what they freed on its heap, so a restarted collector sat
+    ~20 MB above a fresh one for its whole life. Once, at start: never on the hot path."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -44,10 +44,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
+from psycopg import sql
 
 from . import timeframes as tfs
 from .aggregator import CandleClosed, CandleCorrected, Event, RepairNeeded
-from .models import Candle, Tick
+from .models import Candle, RecentTicks
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -61,6 +62,11 @@ NOTIFY_CHANNEL = "candle_closed"
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_TRAILER = struct.pack("!h", -1)
+# One row of `_recent_ticks`' binary COPY: field count, then (length, value) per column.
+_RECENT_ROW = np.dtype(
+    [("n", ">i2"), ("l1", ">i4"), ("code", ">i4"), ("l2", ">i4"), ("t", ">i8"),
+     ("l3", ">i4"), ("b", ">f8"), ("l4", ">i4"), ("a", ">f8")]
+)  # fmt: skip
 
 _STAGE_TICKS = """CREATE TEMP TABLE IF NOT EXISTS _stage_ticks (
     time timestamptz, pair text, bid float8, ask float8, received_at timestamptz
@@ -124,7 +130,7 @@ class ResumeState:
 
     open_candles: tuple[Candle, ...]
     closed_candles: tuple[Candle, ...]
-    last_ticks: tuple[Tick, ...]
+    last_ticks: RecentTicks
 
 
 @dataclass
@@ -708,22 +714,12 @@ class Writer:
                     ORDER BY bucket""",
                 (list(timeframes), list(self.pairs), ms_to_dt(horizon)),
             ).fetchall()
-            tick_rows = conn.execute(
-                """WITH newest AS (
-                       SELECT p.pair, (SELECT max(t.time) FROM ticks t WHERE t.pair = p.pair
-                                        AND t.time BETWEEN %(lo)s AND %(hi)s) AS m
-                       FROM unnest(%(pairs)s::text[]) AS p(pair))
-                   SELECT t.pair, t.time, t.bid, t.ask
-                   FROM newest JOIN ticks t ON t.pair = newest.pair
-                    AND t.time BETWEEN newest.m - %(w)s * interval '1 millisecond' AND newest.m
-                   ORDER BY t.time""",
-                {
-                    "lo": ms_to_dt(now_ms - tick_lookback_ms),
-                    "hi": ms_to_dt(now_ms + future_tolerance_ms),
-                    "pairs": list(self.pairs),
-                    "w": dedupe_window_ms,
-                },
-            ).fetchall()
+            last_ticks = self._recent_ticks(
+                conn.cursor(),
+                lo=ms_to_dt(now_ms - tick_lookback_ms),
+                hi=ms_to_dt(now_ms + future_tolerance_ms),
+                window_ms=dedupe_window_ms,
+            )
             conn.commit()
         except psycopg.Error as e:
             self._drop_connection()
@@ -740,8 +736,47 @@ class Writer:
                 open_.append(c)
             elif close + lateness_ms >= now_ms:
                 closed.append(c)
-        ticks = tuple(Tick(r[0], dt_to_ms(r[1]), r[2], r[3]) for r in tick_rows)
-        return ResumeState(tuple(open_), tuple(closed), ticks)
+        return ResumeState(tuple(open_), tuple(closed), last_ticks)
+
+    def _recent_ticks(
+        self, cur: psycopg.Cursor[Any], *, lo: dt.datetime, hi: dt.datetime, window_ms: int
+    ) -> RecentTicks:
+        """Each pair's stored ticks within `window_ms` of its newest (searched in [lo, hi]),
+        by binary COPY straight into numpy: no Python object per row (see RecentTicks)."""
+        query = """COPY (
+            WITH newest AS (
+                SELECT p.pair, (SELECT max(t.time) FROM ticks t WHERE t.pair = p.pair
+                                 AND t.time BETWEEN {lo} AND {hi}) AS m
+                FROM unnest({pairs}::text[]) AS p(pair))
+            SELECT array_position({pairs}::text[], t.pair)::int4 - 1,
+                   (extract(epoch FROM t.time) * 1000)::int8, t.bid::float8, t.ask::float8
+            FROM newest JOIN ticks t ON t.pair = newest.pair
+             AND t.time BETWEEN newest.m - {w} * interval '1 millisecond' AND newest.m
+        ) TO STDOUT (FORMAT BINARY)"""
+        stmt = sql.SQL(query).format(
+            lo=sql.Literal(lo),
+            hi=sql.Literal(hi),
+            pairs=sql.Literal(list(self.pairs)),
+            w=sql.Literal(window_ms),
+        )
+        with cur.copy(stmt) as cp:
+            data = b"".join(bytes(chunk) for chunk in cp)
+        body = data[len(_COPY_HEADER) : len(data) - len(_COPY_TRAILER)]
+        if not data.startswith(_COPY_HEADER) or len(body) % _RECENT_ROW.itemsize:
+            raise WriterError(f"unexpected COPY output for recent ticks ({len(data)} bytes)")
+        rows = np.frombuffer(body, dtype=_RECENT_ROW)
+        if len(rows) and not (
+            (rows["n"] == 4).all() and (rows["l1"] == 4).all() and (rows["l2"] == 8).all()
+            and (rows["l3"] == 8).all() and (rows["l4"] == 8).all()
+        ):  # fmt: skip
+            raise WriterError("unexpected field layout in COPY output for recent ticks")
+        return RecentTicks(
+            self.pairs,
+            rows["code"].astype(np.int32),
+            rows["t"].astype(np.int64),
+            rows["b"].astype(np.float64),
+            rows["a"].astype(np.float64),
+        )
 
     def close(self) -> None:
         self._drop_connection()

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collector.aggregator import Aggregator, CandleClosed, CandleCorrected, RepairNeeded
-from collector.models import Candle, Tick
+from collector.models import Candle, RecentTicks, Tick
 from collector.validation import Reject
 from tests.reference import Arrival, Rules, aggregate
 
@@ -285,6 +285,31 @@ def test_resume_seeds_the_duplicate_filter_with_the_last_stored_tick() -> None:
     ag = agg()
     ag.resume(last_ticks=[Tick("EURUSD", T + 40 * S, 1.2, 1.21)])
     assert ag.add("EURUSD", T + 40 * S, 1.2, 1.21, now_ms=T + 41 * S) is Reject.DUPLICATE
+
+
+def test_resume_from_columns_filters_stored_ticks_and_ignores_unconfigured_pairs() -> None:
+    stored = RecentTicks(
+        ("EURUSD", "XAUUSD", "USDJPY"),
+        np.array([0, 1, 2, 0]),
+        np.array([T + 10 * S, T + 20 * S, T + 30 * S, T + 40 * S]),
+        np.array([1.1, 1900.0, 150.3, 1.2]),
+        np.array([1.11, 1901.0, 150.31, 1.21]),
+    )
+    ag = agg()
+    ag.resume(last_ticks=stored)
+    now = T + 41 * S
+    assert [
+        ag.add("EURUSD", T + 40 * S, 1.2, 1.21, now_ms=now),
+        ag.add("EURUSD", T + 10 * S, 1.1, 1.11, now_ms=now),
+        ag.add("USDJPY", T + 30 * S, 150.3, 150.31, now_ms=now),
+        ag.add("USDJPY", T + 30 * S, 150.3, 150.32, now_ms=now),  # same time, another quote
+    ] == [Reject.DUPLICATE, Reject.DUPLICATE, Reject.DUPLICATE, None]
+
+
+def test_recent_ticks_round_trip_through_columns() -> None:
+    ticks = [Tick("GBPUSD", T, 1.3, 1.31), Tick("EURUSD", T + S, 1.1, 1.11)]
+    rt = RecentTicks.of(ticks)
+    assert (list(rt), len(rt), rt.newest_ms(), RecentTicks.of([]).newest_ms()) == (ticks, 2, T + S, None)
 
 
 def test_resumed_closed_candle_is_corrected_not_replaced() -> None:
