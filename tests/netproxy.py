@@ -1,9 +1,11 @@
 """A loopback TCP proxy the tests can cut and restore, to make the database unreachable on
 demand (the dev cluster itself restarts on a new port, so it cannot be bounced in place).
 
-`stop()` closes the listener and every open connection (clients see the server vanish), and
-`start()` listens again on the same port; `bytes_up` counts client->server bytes so a test can
-cut the line in the middle of a run instead of after a guessed delay.
+`stop()` closes the listener and every open connection (clients see the server vanish),
+`refuse()` only closes the listener (new connections are refused, open ones live on: what a
+client sees of a server that is shutting down), and `start()` listens again on the same port;
+`bytes_up` counts client->server bytes so a test can cut the line in the middle of a run
+instead of after a guessed delay.
 """
 
 from __future__ import annotations
@@ -43,14 +45,19 @@ class TcpProxy:
         threading.Thread(target=self._accept, args=(s,), daemon=True).start()
         return self
 
-    def stop(self) -> None:
+    def refuse(self) -> None:
+        """Refuse new connections; the open ones stay until either end closes them."""
         with self._lock:
             listener, self._listener = self._listener, None
-            conns, self._conns = self._conns, set()
         if listener is not None:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
             listener.close()
+
+    def stop(self) -> None:
+        self.refuse()
+        with self._lock:
+            conns, self._conns = self._conns, set()
         for c in conns:
             with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)

@@ -87,7 +87,8 @@ def scenario(request: pytest.FixtureRequest, fresh_db: str, tmp_path: Path) -> I
     for sc in made:
         if sc.proc.alive():
             sc.proc.kill9()
-        sc.write_record(outcome)
+        sc.notes["line"] = request.node.location[1]
+        sc.write_record(outcome, request.node.nodeid)
     for sc in made:
         if sc.proc.alive():
             sc.proc.kill9()

@@ -58,7 +58,7 @@ def record_result(entry: dict[str, Any]) -> None:
 
         fcntl.flock(lk, fcntl.LOCK_EX)
         data = json.loads(path.read_text()) if path.exists() else {}
-        data.setdefault("scenarios", {})[entry["scenario"]] = entry
+        data.setdefault("scenarios", {})[entry.get("test") or entry["scenario"]] = entry
         data["updated_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
@@ -306,9 +306,11 @@ class Scenario:
         self.notes.setdefault("rest_checked", 0)
         self.notes["rest_checked"] += len(want)
 
-    def ticks_table_vs_truth(self) -> tuple[int, int, int]:
+    def ticks_table_vs_truth(self, before_ms: int | None = None) -> tuple[int, int, int]:
         """(stored, shortfall, foreign): tick rows stored; ground-truth ticks missing from the
-        table within each pair's stored span; stored rows that are not ground truth."""
+        table within each pair's stored span (and before `before_ms`, when a later stream gap
+        is expected); stored rows that are not ground truth. The unique index on ticks makes a
+        duplicate row impossible, so a set comparison is exact."""
         rows = self.sql("SELECT pair, (extract(epoch FROM time) * 1000)::bigint, bid, ask FROM ticks")
         stored = {(p, int(t), b, a) for p, t, b, a in rows}
         span: dict[str, tuple[int, int]] = {}
@@ -316,7 +318,8 @@ class Scenario:
             lo, hi = span.get(p, (t, t))
             span[p] = (min(lo, t), max(hi, t))
         truth = {(t.pair, t.time_ms, t.bid, t.ask) for t in self.sim.ticks()}
-        in_span = {k for k in truth if k[0] in span and span[k[0]][0] <= k[1] <= span[k[0]][1]}
+        end = before_ms if before_ms is not None else 2**63
+        in_span = {k for k in truth if k[0] in span and span[k[0]][0] <= k[1] <= span[k[0]][1] and k[1] < end}
         return len(rows), len(in_span - stored), len(stored - truth)
 
     def repairs_by_resolution(self) -> dict[str, int]:
@@ -346,11 +349,12 @@ class Scenario:
         self.stop()
         return self.verdict(covered_from_ms, covered_to)
 
-    def write_record(self, outcome: str) -> None:
+    def write_record(self, outcome: str, test: str = "") -> None:
         with contextlib.suppress(Exception):
             self.notes["repairs"] = self.repairs_by_resolution()
         record_result(
             {
+                "test": test,
                 "scenario": self.name,
                 "outcome": outcome,
                 "fault": self.fault,

@@ -12,6 +12,13 @@
 latency percentiles from the collector's histograms (tick_to_visible is wall time; the close lag
 is on the market clock, so it is real seconds at --speed 1), RSS slope per process, and the
 ground-truth comparison of every stored candle.
+
+Memory verdict: each process's RSS after `--warmup` seconds of its life (allocator high-water
+marks settle as each kind of fault is first met) is fitted with a least-squares line over at
+least `--judge-min` seconds; it must not rise faster than `--max-slope` MB/min (0.25 MB/min
+is 15 MB an hour, far above the fit's noise over 5 minutes of 5 s samples), and no sample may
+reach 150 MB. A kill -9 starts a new process with its own warm-up, so keep `--minutes` at least
+twice warm-up plus judge time (20 min with the defaults) for a verdict.
 """
 
 from __future__ import annotations
@@ -193,6 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--settle", type=float, default=120.0, help="seconds after the last fault for repairs")
     ap.add_argument("--out", type=Path, help="write the figures as JSON (for tests.faults.report --soak)")
+    ap.add_argument(
+        "--warmup", type=float, default=300.0, help="seconds of each process's life before its RSS trend is judged"
+    )
+    ap.add_argument(
+        "--judge-min", type=float, default=300.0, help="seconds of samples after the warm-up needed to judge a trend"
+    )
+    ap.add_argument("--max-slope", type=float, default=0.25, help="MB/min above which RSS counts as growing")
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     command = "python -m tests.faults.soak " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -331,18 +345,33 @@ def main(argv: list[str] | None = None) -> int:
         received = sum(v for k, v in total.items() if k.startswith(f"{P}_ticks_received_total{{"))
         visible = hist(total, f"{P}_tick_to_visible_seconds")
         close = hist(total, f"{P}_candle_close_lag_seconds")
-        slopes, timeline = [], []
+        slopes, timeline, judged = [], [], []
         for i, inc in enumerate(incs):
-            pts = [(t, mb) for t, mb in inc.rss if t - inc.started >= 60]
-            if len(pts) >= 3:
+            pts = [(t, mb) for t, mb in inc.rss if t - inc.started >= args.warmup]
+            span = (pts[-1][0] - pts[0][0]) if len(pts) >= 3 else 0.0
+            if span >= args.judge_min:
                 x = np.array([t for t, _ in pts]) / 60
                 y = np.array([mb for _, mb in pts])
                 slope = float(np.polyfit(x, y, 1)[0])
-                slopes.append(f"process {i + 1} ({(pts[-1][0] - pts[0][0]) / 60:.1f} min): {slope:+.2f} MB/min")
+                flat = slope <= args.max_slope
+                judged.append(flat)
+                slopes.append(
+                    f"process {i + 1} ({pts[0][0] / 60:.1f}-{pts[-1][0] / 60:.1f} min): {slope:+.2f} MB/min, "
+                    + ("flat" if flat else "GROWING")
+                )
+            else:
+                life = ((inc.rss[-1][0] if inc.rss else inc.started) - inc.started) / 60
+                slopes.append(f"process {i + 1} (lived {life:.1f} min): too short to judge")
             per_min = {}
             for t, mb in inc.rss:
                 per_min.setdefault(int(t // 60), mb)
             timeline.append(" ".join(f"{m:>3}m:{mb:5.1f}" for m, mb in sorted(per_min.items())))
+        flat_verdict = (
+            "no process lived long enough to judge (run longer)"
+            if not judged
+            else f"{'flat' if all(judged) else 'GROWING'}: {sum(judged)} of {len(judged)} judged processes flat "
+            f"(slope <= {args.max_slope:g} MB/min after a {args.warmup:g} s warm-up)"
+        )
         all_rss = [mb for inc in incs for _, mb in inc.rss]
         fault_counts: dict[str, int] = {}
         for _, f in faults:
@@ -376,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             "rss_summary": f"{all_rss[0]:.1f} / {max(all_rss):.1f} / {all_rss[-1]:.1f} MB" if all_rss else "n/a",
             "rss_max_mb": max(all_rss) if all_rss else None,
             "rss_slope": "; ".join(slopes) or "n/a",
+            "rss_flat": flat_verdict,
             "rss_timeline": "\n|\n".join(timeline),
             "verdict": verdict,
             "mismatches": cmp.mismatches[:20],
@@ -395,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
             and connected == 1
             and code == 0
             and (max(all_rss) if all_rss else 0) < 150
+            and bool(judged)
+            and all(judged)
         )
         print("SOAK PASSED" if ok else "SOAK FAILED")
         return 0 if ok else 1

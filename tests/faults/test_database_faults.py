@@ -188,3 +188,55 @@ def test_kill9_while_the_database_is_down_backfills_everything_unwritten(scenari
     s.finish(t0)
     # Every bucket from the last commit to the restart lost rows with the process: all from REST.
     s.assert_from_rest(list(range(cut_from - cut_from % (5 * MIN), killed_at, 5 * MIN)))
+
+
+def test_database_restart_loses_no_tick_row_and_every_connection_comes_back(scenario) -> None:
+    """A restart as the collector sees `pg_ctl restart -m fast`: the server terminates every
+    backend (FATAL 57P01, an open transaction rolled back), refuses new connections for a
+    while, then accepts them with everything committed intact. (The shared test cluster cannot
+    be bounced under other tests, so the proxy refuses while the backends are terminated.)
+    Every tick row reaches the table exactly once, the candles come from the stream, and each
+    of the collector's connections comes back: the writer's, and the repair worker's, which a
+    stream drop after the restart needs for its REST repair."""
+    s = scenario(
+        "database restarted",
+        "every collector backend terminated (57P01 admin shutdown), connections refused 10 s, then "
+        "accepted; then a stream drop",
+        env={"COLLECTOR_DB_RETRY_MAX_S": "5"},
+        db_proxy=True,
+    )
+    assert s.db_proxy is not None
+    t0 = s.start()
+    s.sleep_until_phase("5m", 1.0, min_wait_min=2)
+    restart_from = s.sim.now_ms()
+    s.db_proxy.refuse()
+    killed = s.sql(
+        "SELECT application_name FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name LIKE 'ig-collector%' AND pg_terminate_backend(pid)"
+    )
+    names = sorted({n for (n,) in killed})
+    assert "ig-collector writer" in names, f"the writer's connection was not among those terminated: {names}"
+    s.notes["backends_terminated"] = len(killed)
+    s.notes["backends"] = names
+    wait_for(lambda: s.metric("db_up") == 0, 30, "the collector to notice the restart")
+    since = time.monotonic()
+    while time.monotonic() - since < 10:
+        time.sleep(0.5)
+        assert s.metric("stream_connected") == 1, "a database restart must not touch the stream"
+    restart_to = s.sim.now_ms()
+    _restore_and_drain(s)
+    s.collect(4)
+    # The repair worker's connection was terminated too: a gap now needs it back.
+    drop_at, sessions = s.sim.now_ms(), s.sessions()
+    t_drop = time.monotonic()
+    s.sim.drop_connections("close")
+    s.recovered_within(t_drop, sessions, what="the stream drop after the restart")
+    s.collect(4)
+    s.recovered = "writer retried what was rolled back; every connection back; later gap repaired from REST"
+    s.finish(t0)
+    stored, short, foreign = s.ticks_table_vs_truth(before_ms=drop_at)
+    assert (short, foreign) == (0, 0), f"ticks table: {short} missing, {foreign} not ground truth of {stored}"
+    s.notes["tick_rows_checked"] = stored
+    _assert_stream_candles(s, restart_from, restart_to)
+    s.assert_from_rest([drop_at - drop_at % (5 * MIN)])
+    assert s.logged("database unavailable, retrying") + s.logged("database write failed") >= 1
