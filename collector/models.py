@@ -46,9 +46,9 @@ class RecentTicks:
     """Stored ticks as numpy columns: what a restart seeds the duplicate filter with.
 
     Columns because of the numbers: the dedupe window (60 s) at 2,000 ticks/s is 120,000
-    ticks, which as rows of Python objects cost ~55 MB of heap at start, a third of which the
-    process never gives back (measured; the soak's restarted collector sat 35 MB above the
-    first). As columns they cost 3 MB."""
+    ticks, which as rows of Python objects cost ~55 MB of heap at start, ~20 MB of which glibc
+    never gave back (measured; the soak's restarted collector sat ~30 MB above a fresh one).
+    As columns they cost 3 MB."""
 
     pairs: tuple[str, ...]  # pair_index -> pair
     pair_index: np.ndarray  # int

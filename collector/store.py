@@ -721,7 +721,7 @@ class Writer:
                 window_ms=dedupe_window_ms,
             )
             conn.commit()
-        except psycopg.Error as e:
+        except (psycopg.Error, WriterError) as e:
             self._drop_connection()
             raise WriterError(f"loading state failed: {e}") from e
         open_, closed = [], []
