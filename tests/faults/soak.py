@@ -1,7 +1,7 @@
 """Soak: the real collector under a full market with a random fault every minute.
 
-    .venv/bin/python -m tests.faults.soak --minutes 10 --rate 2000            # speed 1 (real time)
-    .venv/bin/python -m tests.faults.soak --minutes 10 --rate 2000 --out soak.json
+    .venv/bin/python -m tests.faults.soak                                     # 30 min, 2,000 ticks/s, speed 1
+    .venv/bin/python -m tests.faults.soak --minutes 40 --rate 2000 --out soak.json
     .venv/bin/python -m tests.faults.report --soak soak.json                  # into docs/reliability.md
 
 28 pairs from the simulator at `--rate` ticks/s, a fresh database behind a TCP proxy, and
@@ -193,7 +193,7 @@ def by_label(ms: dict[str, float], name: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.faults.soak", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--rate", type=float, default=2000.0, help="ticks per second over all pairs")
     ap.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
     ap.add_argument("--fault-every", type=float, default=60.0, help="seconds between faults")
