@@ -4,6 +4,8 @@
 #   deploy/devdb.sh install   install PostgreSQL 15 and TimescaleDB if missing (needs root)
 #   deploy/devdb.sh start     initdb (once) into $DEVDB_DIR and start on a free loopback port;
 #                             prints the superuser URL and writes it to $DEVDB_DIR/url
+#                             (run as root in a checkout the postgres user cannot reach, the
+#                             cluster itself lives in /var/tmp/ig-devdb-<hash of $DEVDB_DIR>)
 #   deploy/devdb.sh stop      stop the cluster
 #   deploy/devdb.sh url       print the URL of the running cluster
 #
@@ -92,11 +94,24 @@ run_pg() {  # run a PostgreSQL binary as the cluster owner
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+pg_dir() {  # where the cluster's own files live: data, socket, server log
+  # The postgres user must reach them. A checkout under a private directory (mktemp -d makes
+  # 0700 ones) is out of its reach, so the cluster then lives in a directory of its own.
+  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$(dirname "$DEVDB_DIR")" 2>/dev/null; then
+    echo "/var/tmp/ig-devdb-$(printf %s "$DEVDB_DIR" | md5sum | cut -c1-12)"
+  else
+    echo "$DEVDB_DIR"
+  fi
+}
+
 start() {
   timescaledb_installed || fail "TimescaleDB is not installed" "run '$0 install' (as root)"
-  local data=$DEVDB_DIR/data
-  mkdir -p "$DEVDB_DIR"
-  if [ "$(id -u)" = 0 ]; then chown postgres "$DEVDB_DIR"; chmod 755 "$DEVDB_DIR"; fi
+  local pgdir
+  pgdir=$(pg_dir)
+  local data=$pgdir/data
+  mkdir -p "$DEVDB_DIR" "$pgdir"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$pgdir"; chmod 755 "$pgdir"; fi
+  [ "$pgdir" = "$DEVDB_DIR" ] || step "cluster files in $pgdir (the postgres user cannot reach $DEVDB_DIR)"
   if [ -f "$DEVDB_DIR/url" ] && run_pg "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     cat "$DEVDB_DIR/url"; return
   fi
@@ -112,7 +127,7 @@ start() {
   cat >"$data/postgresql.auto.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $port
-unix_socket_directories = '$DEVDB_DIR'
+unix_socket_directories = '$pgdir'
 shared_preload_libraries = 'timescaledb'
 timescaledb.license = '$license'
 timescaledb.telemetry_level = off
@@ -127,14 +142,16 @@ synchronous_commit = off
 full_page_writes = off
 CONF
   step "starting PostgreSQL on 127.0.0.1:$port (timescaledb.license=$license)"
-  run_pg "$PG_BIN/pg_ctl" -D "$data" -l "$DEVDB_DIR/postgres.log" -w -t 60 start >/dev/null \
-    || fail "starting PostgreSQL" "read $DEVDB_DIR/postgres.log"
+  run_pg "$PG_BIN/pg_ctl" -D "$data" -l "$pgdir/postgres.log" -w -t 60 start >/dev/null \
+    || fail "starting PostgreSQL" "read $pgdir/postgres.log"
   echo "postgresql://postgres@127.0.0.1:$port/postgres" | tee "$DEVDB_DIR/url"
 }
 
 stop() {
-  [ -f "$DEVDB_DIR/data/PG_VERSION" ] || return 0
-  run_pg "$PG_BIN/pg_ctl" -D "$DEVDB_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+  local data
+  data=$(pg_dir)/data
+  [ -f "$data/PG_VERSION" ] || return 0
+  run_pg "$PG_BIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
   rm -f "$DEVDB_DIR/url"
 }
 
