@@ -611,6 +611,10 @@ class Aggregator:
             return
         c, t, b, a = (np.array(x) for x in zip(*self._pend, strict=True))
         self._pend = set()
+        self._add_keys(c, t, b, a)
+
+    def _add_keys(self, c: np.ndarray, t: np.ndarray, b: np.ndarray, a: np.ndarray) -> None:
+        """Insert (pair code, time, bid, ask) keys given in any order."""
         k = (c.astype(np.int64) << TIME_BITS) | t.astype(np.int64)
         o = np.argsort(k, kind="stable")
         self._store_keys(k[o], b[o].astype(np.float64), a[o].astype(np.float64))
@@ -738,7 +742,6 @@ class Aggregator:
 
     def _seed_keys(self, rt: RecentTicks) -> None:
         """Put stored ticks into the duplicate filter, columnwise (no Python object per tick)."""
-        self._fold_pending()
         lut = np.array([self.pair_codes.get(p, -1) for p in rt.pairs] or [-1], dtype=np.int64)
         codes = lut[rt.pair_index] if len(rt) else np.empty(0, np.int64)
         known = codes >= 0
@@ -748,9 +751,7 @@ class Aggregator:
         newest = np.full(len(self.pairs), -_NEVER, dtype=np.int64)
         np.maximum.at(newest, codes, t)
         self._maxt = [max(m, int(n)) for m, n in zip(self._maxt, newest.tolist(), strict=True)]
-        k = (codes << TIME_BITS) | t
-        o = np.argsort(k, kind="stable")
-        self._store_keys(k[o], rt.bid[known][o].astype(np.float64), rt.ask[known][o].astype(np.float64))
+        self._add_keys(codes, t, rt.bid[known], rt.ask[known])
 
     # ------------------------------------------------------------------ counters
     def stats(self) -> AggregatorStats:
