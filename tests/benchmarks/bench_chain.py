@@ -21,7 +21,7 @@ from collector.config import load_settings
 from collector.daemon import Daemon
 from collector.migrate import migrate
 from collector.simulator.server import Simulator
-from tests.e2e.harness import WEDNESDAY_10_UTC
+from tests.e2e.harness import WEDNESDAY_10_UTC, rss_mb
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -49,14 +49,6 @@ def _group(name: str) -> str:
     if "simulator" in name.lower() or name.startswith("sim"):
         return "simulator (not ours)"
     return "Lightstreamer client + other library threads"
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def run_rate(server: str, rate: float, seconds: float) -> None:
@@ -91,7 +83,7 @@ def run_rate(server: str, rate: float, seconds: float) -> None:
             sim.stats().get("ticks_generated", 0),
             time.monotonic(),
         )
-        rss = _rss_mb()
+        rss = rss_mb() or 0.0
         d.stop()
         runner.join(30)
     finally:

@@ -32,6 +32,17 @@ WEDNESDAY_10_UTC = int(dt.datetime(2026, 11, 18, 10, 0, tzinfo=dt.UTC).timestamp
 SPEED = 60.0  # one simulated minute per wall second: a 5m bucket closes every 5 s
 
 
+def rss_mb(pid: int | str = "self") -> float | None:
+    """Resident memory of a process from /proc (None once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 def free_port() -> int:
     import socket
 

@@ -7,8 +7,8 @@
 28 pairs from the simulator at `--rate` ticks/s, a fresh database behind a TCP proxy, and
 `ig-collector run` as a child process. Every `--fault-every` seconds one fault, drawn at random
 (seeded): stream closed, stream reset (TCP abort), END 48, END 32, stream stalled, database cut
-(proxy) or kill -9 and restart. Samples every 5 s: the collector's RSS (psutil if installed, else
-/proc/PID/status), ticks, metrics. At the end: ticks/s, candles written, reconnects, rejects,
+(proxy) or kill -9 and restart. Samples every 5 s: the collector's RSS (/proc/PID/status),
+ticks, metrics. At the end: ticks/s, candles written, reconnects, rejects,
 latency percentiles from the collector's histograms (tick_to_visible is wall time; the close lag
 is on the market clock, so it is real seconds at --speed 1), RSS slope per process, and the
 ground-truth comparison of every stored candle.
@@ -46,7 +46,7 @@ from collector import devdb, tickfile
 from collector.config import load_settings
 from collector.migrate import migrate
 from collector.models import Tick
-from tests.e2e.harness import WEDNESDAY_10_UTC, CollectorProcess, compare, free_port, wait_for
+from tests.e2e.harness import WEDNESDAY_10_UTC, CollectorProcess, compare, free_port, rss_mb, wait_for
 from tests.netproxy import TcpProxy
 
 P = "ig_collector"
@@ -116,24 +116,6 @@ class RemoteSimulator:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        import psutil  # type: ignore[import-not-found]
-
-        return psutil.Process(pid).memory_info().rss / 2**20
-    except ImportError:
-        pass
-    except Exception:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def hist(ms: dict[str, float], name: str) -> list[tuple[float, float]]:
