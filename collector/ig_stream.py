@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import ls_speedups
 from .ig_rest import IGSession
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class StreamClient:
             SubscriptionListener,
         )
 
+        ls_speedups.apply()
         self.session = session
         self._item_pair = {f"CHART:{epic}:TICK": pair for epic, pair in epics.items()}
         client = LightstreamerClient(session.lightstreamer_endpoint, None)

@@ -2,8 +2,11 @@
 -> writer -> TimescaleDB, in one process, at rising tick rates. Reports delivered ticks/s, how
 far the chain keeps up with the offered rate, the collector's resident memory, and where the CPU
 time goes, per thread (the simulator's own thread is reported separately: it is not ours).
+By default each rate runs twice, first with lightstreamer-client-lib as shipped (in a process of
+its own: the patches are process-wide), then with collector/ls_speedups.py, and the two compare.
 
     .venv/bin/python -m tests.benchmarks.bench_chain [--rates 2000,5000,10000] [--seconds 15]
+                                                     [--library both|as-shipped|patched]
 
 Figures only; nothing here asserts a timing.
 """
@@ -11,12 +14,16 @@ Figures only; nothing here asserts a timing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
 
-from collector import devdb
+from collector import devdb, ls_speedups
 from collector.config import load_settings
 from collector.daemon import Daemon
 from collector.migrate import migrate
@@ -48,10 +55,13 @@ def _group(name: str) -> str:
         )
     if "simulator" in name.lower() or name.startswith("sim"):
         return "simulator (not ours)"
-    return "Lightstreamer client + other library threads"
+    return LIBRARY
 
 
-def run_rate(server: str, rate: float, seconds: float) -> None:
+LIBRARY = "Lightstreamer client + other library threads"
+
+
+def run_rate(server: str, rate: float, seconds: float) -> dict[str, float]:
     url = devdb.fresh_database(server, "bench_chain")
     sim = Simulator(seed=3, ticks_per_second=rate, speed=1.0, start_ms=WEDNESDAY_10_UTC, keepalive_ms=1000)
     sim.start()
@@ -98,6 +108,9 @@ def run_rate(server: str, rate: float, seconds: float) -> None:
     total = sum(spent.values()) or 1.0
     for k, v in sorted(spent.items(), key=lambda kv: -kv[1]):
         print(f"    {k:<48} {v / elapsed:6.2f} cores  {v / total:5.0%}  {v / max(w1 - w0, 1) * 1e6:7.1f} us/tick")
+    library = spent.get(LIBRARY, 0.0)
+    return {"rate": rate, "delivered": delivered, "share": delivered / offered, "rss": rss,
+            "library_cores": library / elapsed, "library_us": library / max(w1 - w0, 1) * 1e6}  # fmt: skip
 
 
 def _secret(v: str):
@@ -106,15 +119,45 @@ def _secret(v: str):
     return SecretStr(v)
 
 
+def _as_shipped(rates: str, seconds: float) -> list[dict[str, float]]:
+    """The same rates with the library unpatched, in a child process (patches are process-wide)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        cmd = [sys.executable, "-m", "tests.benchmarks.bench_chain", "--rates", rates, "--seconds", str(seconds),
+               "--library", "as-shipped", "--json", out.name]  # fmt: skip
+        subprocess.run(cmd, check=True)
+        with open(out.name) as f:
+            return json.load(f)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rates", default="2000,5000,10000")
     p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument(
+        "--library",
+        choices=("both", "as-shipped", "patched"),
+        default="both",
+        help="lightstreamer-client-lib as shipped, with collector/ls_speedups.py, or both compared",
+    )
+    p.add_argument("--json", help="also write the figures here")
     a = p.parse_args()
+    baseline = _as_shipped(a.rates, a.seconds) if a.library == "both" else None
+    if a.library == "as-shipped":
+        ls_speedups.apply = lambda: False  # the daemon's stream client then runs the library unchanged
     server = devdb.server_url()
-    print(f"whole chain, 28 pairs, 5m + 15m, {a.seconds:g} s per rate, one process, {os.cpu_count()} cores")
-    for r in (float(x) for x in a.rates.split(",")):
-        run_rate(server, r, a.seconds)
+    label = "library as shipped" if a.library == "as-shipped" else "library with collector/ls_speedups.py"
+    print(f"whole chain, 28 pairs, 5m + 15m, {a.seconds:g} s per rate, one process, {os.cpu_count()} cores; {label}")
+    figures = [run_rate(server, r, a.seconds) for r in (float(x) for x in a.rates.split(","))]
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(figures, f)
+    for before, after in zip(baseline, figures, strict=True) if baseline is not None else ():
+        print(f"\n{after['rate']:,.0f} ticks/s offered, as shipped -> patched: Lightstreamer client "
+              f"{before['library_us']:.0f} -> {after['library_us']:.0f} us/tick "
+              f"({before['library_us'] / max(after['library_us'], 1e-9):.2f}x less CPU per tick), delivered "
+              f"{before['delivered']:,.0f} -> {after['delivered']:,.0f} ticks/s "
+              f"({before['share']:.0%} -> {after['share']:.0%}), "
+              f"RSS {before['rss']:.0f} -> {after['rss']:.0f} MB")  # fmt: skip
 
 
 if __name__ == "__main__":
