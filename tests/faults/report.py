@@ -126,6 +126,7 @@ def soak_section(s: dict[str, Any]) -> str:
         f"| Collector RSS: start / max / end | {s['rss_summary']} |",
         f"| RSS trend (least squares per process, after its warm-up) | {s['rss_slope']} |",
         f"| Memory verdict | {s.get('rss_flat', 'n/a')}; max {s.get('rss_max_mb') or 0:.1f} MB (bar: 150 MB) |",
+        *([f"| The collector's own figures (`--probe`, every 30 s) | {s['probe']} |"] if s.get("probe") else []),
         f"| Ground truth | {s['verdict']} |",
         "",
         "RSS over time (MB, one sample a minute; `|` marks a kill -9 and restart):",

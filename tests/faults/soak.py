@@ -28,6 +28,7 @@ import contextlib
 import datetime as dt
 import io
 import json
+import os
 import random
 import shlex
 import subprocess
@@ -51,6 +52,43 @@ from tests.netproxy import TcpProxy
 
 P = "ig_collector"
 FAULTS = ("drop_close", "drop_abort", "end_48", "end_32", "stall", "db_cut", "kill9")
+
+
+PROBE_DIR = Path(__file__).resolve().parent / "memprobe"
+
+
+def probe_summary(path: Path, pids: list[int]) -> str:
+    """Per process, the ranges the probe saw: what RSS is made of, and whether anything grows."""
+    rows: dict[int, list[dict[str, Any]]] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        rows.setdefault(r["pid"], []).append(r)
+    parts = []
+    for n, pid in enumerate(pids, start=1):
+        rs = rows.get(pid)
+        if not rs:
+            continue
+
+        def span(key: str, fmt: str = ".1f", rs: list[dict[str, Any]] = rs) -> str:
+            values = [r[key] for r in rs]
+            return f"{min(values):{fmt}}-{max(values):{fmt}}"
+
+        trims = [t for r in rs for t in r["trims"]]
+        freed = f", {min(mb for _, mb in trims):.1f}-{max(mb for _, mb in trims):.1f} MB each" if trims else ""
+        slowest = max(r["max_trim_ms"] for r in rs)
+        parts.append(
+            f"process {n}: heap in use {span('heap_in_use')} MB, free heap chunks {span('heap_free')} MB, "
+            f"live objects {span('objects', ',')}, {rs[-1]['n_trims']} trims (max {slowest:.1f} ms{freed})"
+        )
+    return "; ".join(parts) or "no probe records"
+
+
+def _fault_kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = sorted(set(kinds) - set(FAULTS))
+    if not kinds or unknown:
+        raise argparse.ArgumentTypeError(f"unknown fault kind(s) {unknown or text!r}; choose from {','.join(FAULTS)}")
+    return kinds
 
 
 class RemoteSimulator:
@@ -189,6 +227,19 @@ def main(argv: list[str] | None = None) -> int:
         "--judge-min", type=float, default=300.0, help="seconds of samples after the warm-up needed to judge a trend"
     )
     ap.add_argument("--max-slope", type=float, default=0.25, help="MB/min above which RSS counts as growing")
+    ap.add_argument(
+        "--faults",
+        type=_fault_kinds,
+        default=FAULTS,
+        help=f"comma-separated kinds to draw from (default all: {','.join(FAULTS)}); "
+        "without kill9 one process lives the whole run, for the longest memory trend",
+    )
+    ap.add_argument(
+        "--probe",
+        type=Path,
+        help="the collector logs its heap, live objects by type and each malloc_trim here (JSON lines, "
+        "tests/faults/memprobe); summarized in the report",
+    )
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     command = "python -m tests.faults.soak " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -202,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     # A silent stream is noticed after 10 s here (the library does not notice a server-side
     # close; 2,000 ticks/s makes 10 s of silence unambiguous). Production default: 120 s.
     env = {"COLLECTOR_STALE_AFTER_S": str(10 * args.speed), "COLLECTOR_DB_RETRY_MAX_S": "10"}
+    if args.probe:
+        args.probe.write_text("")
+        env["MEMPROBE_OUT"] = str(args.probe.resolve())
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROBE_DIR), os.environ.get("PYTHONPATH")]))
     c = CollectorProcess(sim, proxied, work, env)  # type: ignore[arg-type]
     try:
         t_start = time.monotonic()
@@ -252,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                     elif what == "db":
                         proxy.start()
             if now >= next_fault and not pending_restore:
-                fault = rng.choice(FAULTS)
+                fault = rng.choice(args.faults)
                 faults.append((now - t_start, fault))
                 print(f"  t={now - t_start:5.0f}s fault: {fault}", flush=True)
                 if fault == "drop_close":
@@ -395,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
             "end_state": {"alive": alive, "stream_connected": connected, "exit_code": code},
             "covered_sim_ms": [covered_from, covered_to, faults_end_ms],
         }
+        if args.probe:
+            out["probe"] = probe_summary(args.probe, [inc.pid for inc in incs])
         print(json.dumps({k: v for k, v in out.items() if k not in ("faults", "rss_timeline")}, indent=2, default=str))
         print("RSS timeline (MB):\n" + out["rss_timeline"])
         if args.out:
