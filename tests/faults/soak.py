@@ -1,7 +1,9 @@
 """Soak: the real collector under a full market with a random fault every minute.
 
     .venv/bin/python -m tests.faults.soak                                     # 30 min, 2,000 ticks/s, speed 1
-    .venv/bin/python -m tests.faults.soak --minutes 40 --rate 2000 --out soak.json
+    .venv/bin/python -m tests.faults.soak --minutes 60 --rate 2000 --out soak.json
+    .venv/bin/python -m tests.faults.soak --minutes 35 --faults drop_close,drop_abort,end_48,end_32,stall,db_cut \
+        --probe probe.jsonl --out soak.json                                   # one process, its own heap figures
     .venv/bin/python -m tests.faults.report --soak soak.json                  # into docs/reliability.md
 
 28 pairs from the simulator at `--rate` ticks/s, a fresh database behind a TCP proxy, and
@@ -18,7 +20,9 @@ marks settle as each kind of fault is first met) is fitted with a least-squares 
 least `--judge-min` seconds; it must not rise faster than `--max-slope` MB/min (0.25 MB/min
 is 15 MB an hour, far above the fit's noise over 5 minutes of 5 s samples), and no sample may
 reach 150 MB. A kill -9 starts a new process with its own warm-up, so keep `--minutes` at least
-twice warm-up plus judge time (20 min with the defaults) for a verdict.
+twice warm-up plus judge time (20 min with the defaults) for a verdict; leave kill9 out of
+`--faults` for one process judged over the whole run. `--probe` tells a leak (live objects or
+heap in use growing) from a backlog or from freed heap the allocator keeps.
 """
 
 from __future__ import annotations
