@@ -605,10 +605,10 @@ def _release_freed_memory() -> None:
     glibc returns memory only from the top of a heap; what bursts free in the middle (resuming
     a 120,000-tick dedupe window, a database outage's buffer, Lightstreamer's backlog after a
     stall, a batch of REST repairs) stays resident. Under a fault a minute the soak measured the
-    live heap flat at 20-24 MB while free-but-kept heap rose 1 -> 27 MB, and RSS with it, with
-    every new largest burst. malloc_trim(0) releases those pages (madvise; 2-10 MB in 0.5-7 ms
-    in the soak); called at start and once a minute from the supervisor loop, never from the
-    tick path."""
+    heap in use flat at 17-24 MB while glibc's free chunks rose 1.4 -> 16.6 MB in 7 minutes, and
+    RSS with them, with every new largest burst. malloc_trim(0) releases those pages (madvise;
+    0.6-9.7 MB in 0.4-7.3 ms in the soaks); called at start and once a minute from the
+    supervisor loop, never from the tick path."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 

@@ -70,14 +70,19 @@ def _expected_shape(haxe: ModuleType) -> str | None:
 
 
 def apply() -> bool:
-    """Patch the library once per process; True when the patches are (now or already) in place."""
+    """Patch the library once per process; True when the patches are (now or already) in place.
+
+    Called for every new stream client; the outcome is kept on the library module, so a changed
+    library is warned about once, not at every reconnect."""
     from lightstreamer.client import ls_python_client_haxe as haxe
 
-    if getattr(haxe, _MARK, False):
-        return True
+    done = getattr(haxe, _MARK, None)
+    if done is not None:
+        return bool(done)
     why = _expected_shape(haxe)
     if why is not None:
         log.warning("lightstreamer-client-lib changed; its per-update speed-ups are not applied", extra={"why": why})
+        setattr(haxe, _MARK, False)
         return False
     haxe.python_HaxeIterator.hasNext = _has_next
     haxe.haxe_NativeStackTrace.exceptionStack = staticmethod(_exception_stack)

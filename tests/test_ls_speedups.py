@@ -114,3 +114,14 @@ def test_a_changed_library_is_left_alone_and_logged(
     assert caplog.records[0].why == (
         "python_HaxeIterator.hasNext no longer catches StopIteration through haxe_Exception.caught"
     )
+
+
+def test_a_changed_library_is_warned_about_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delattr(haxe, ls_speedups._MARK)
+    monkeypatch.setattr(haxe.python_HaxeIterator, "hasNext", lambda self: False)
+    with caplog.at_level(logging.WARNING, logger="collector.ls_speedups"):
+        assert ls_speedups.apply() is False
+        assert ls_speedups.apply() is False  # a reconnect's new stream client
+    assert len(caplog.records) == 1

@@ -17,6 +17,8 @@ import threading
 import time
 
 
+# Not tests.e2e.harness.rss_mb: this runs inside the measured collector, where importing the test
+# harness (and its psycopg, numpy, simulator imports) would change the figures it reports.
 def _rss_mb() -> float:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
