@@ -23,8 +23,10 @@ from .ig_rest import RestBudget, RestClient
 from .market_hours import market_buckets
 from .metrics import Metrics
 from .migrate import migrate
+from .models import Flag
 from .pairs import validate_pair
-from .repairs import SETTLE_MS, Flag, RepairBook, RepairWorker
+from .repairs import SETTLE_MS, RepairBook, RepairWorker
+from .store import write_flags
 
 HELP = "plan, then fill missing candles from IG REST within the points budget"
 
@@ -111,9 +113,8 @@ def main(args: argparse.Namespace) -> int:
             return 0
         if len(flags) > available:
             console.print(f"[yellow]Only {available} of {len(flags)} points fit the budget; 15m goes first.[/]")
-        book = RepairBook(url)
-        book.flag(flags)
-        book.persist(conn)
+        write_flags(conn, flags)
+        book = RepairBook()
         worker = RepairWorker(
             settings, url, book, Metrics(), clock.now_ms, lambda: RestClient(settings, "backfill", db_url=url)
         )

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "backfill": "collector.backfill",
     "simulator": "collector.simulator.cli",
     "status": "collector.status",
+    "audit": "collector.audit",
 }
 
 

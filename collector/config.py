@@ -136,6 +136,19 @@ class Settings(BaseSettings):
     backfill_enabled: bool = Field(
         default=True, validation_alias=AliasChoices("COLLECTOR_BACKFILL_ENABLED", "backfill_enabled")
     )
+    # Timeframes whose partial buckets are repaired from REST; default all of COLLECTOR_TIMEFRAMES.
+    # A timeframe IG's REST does not serve must be left out here explicitly: its partial buckets
+    # are then reported as unrecoverable instead of waiting for a repair that cannot come.
+    backfill_timeframes: Annotated[tuple[str, ...] | None, NoDecode] = _env(
+        "COLLECTOR_BACKFILL_TIMEFRAMES", "backfill_timeframes"
+    )
+    # Where a stop that cannot reach the database leaves the repair flags it could not commit;
+    # the next start commits them first. systemd's StateDirectory= sets $STATE_DIRECTORY.
+    state_dir: str | None = _env("COLLECTOR_STATE_DIR", "state_dir")
+    # How often the running collector audits the last 24 hours (`ig-collector audit`).
+    audit_interval_s: float = Field(
+        default=3600.0, gt=0, validation_alias=AliasChoices("COLLECTOR_AUDIT_INTERVAL_S", "audit_interval_s")
+    )
 
     # --- operations -------------------------------------------------------------------------
     metrics_host: str = Field(
@@ -200,6 +213,37 @@ class Settings(BaseSettings):
             tfs.minutes(t)
         return tuple(sorted(dict.fromkeys(items), key=tfs.minutes))
 
+    @field_validator("backfill_timeframes", mode="before")
+    @classmethod
+    def _backfill_timeframes(cls, v: Any) -> tuple[str, ...] | None:
+        if v is None:
+            return None
+        items = [t.strip() for t in (v.split(",") if isinstance(v, str) else v) if str(t).strip()]
+        for t in items:
+            tfs.minutes(t)
+        return tuple(dict.fromkeys(items))
+
+    @model_validator(mode="after")
+    def _backfill_served(self) -> Settings:
+        if not self.backfill_enabled:
+            return self
+        chosen = self.timeframes if self.backfill_timeframes is None else self.backfill_timeframes
+        extra = [t for t in chosen if t not in self.timeframes]
+        if extra:
+            raise ValueError(
+                f"COLLECTOR_BACKFILL_TIMEFRAMES names {', '.join(extra)}, not in COLLECTOR_TIMEFRAMES "
+                f"({', '.join(self.timeframes)})"
+            )
+        unserved = [t for t in chosen if t not in tfs.IG_RESOLUTIONS]
+        if unserved:
+            raise ValueError(
+                f"COLLECTOR_TIMEFRAMES has {', '.join(unserved)}, which IG's REST cannot serve, so their "
+                "partial buckets could never be repaired; set COLLECTOR_BACKFILL_TIMEFRAMES to the others "
+                f"({', '.join(t for t in self.timeframes if t in tfs.IG_RESOLUTIONS) or 'none'}) to collect "
+                "them without repairs (their partial buckets are then reported), or remove them"
+            )
+        return self
+
     @field_validator("ig_epic_suffix")
     @classmethod
     def _suffix(cls, v: str) -> str:
@@ -222,6 +266,19 @@ class Settings(BaseSettings):
         return self
 
     # --- derived ------------------------------------------------------------------------------
+    @property
+    def repair_timeframes(self) -> frozenset[str]:
+        """Timeframes whose partial buckets the collector repairs from REST."""
+        if not self.backfill_enabled:
+            return frozenset()
+        return frozenset(self.timeframes if self.backfill_timeframes is None else self.backfill_timeframes)
+
+    @property
+    def spool_dir(self) -> Path:
+        """COLLECTOR_STATE_DIR, else systemd's $STATE_DIRECTORY, else ~/.local/state/ig-collector."""
+        base = self.state_dir or os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        return Path(base) if base else Path.home() / ".local" / "state" / "ig-collector"
+
     @property
     def rest_url(self) -> str:
         return self.ig_api_url or IG_URLS[self.ig_acc_type]

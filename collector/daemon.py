@@ -34,6 +34,7 @@ import psycopg
 from . import __version__, logs
 from . import timeframes as tfs
 from .aggregator import CandleClosed, CandleCorrected, Event
+from .audit import AuditLoop
 from .clock import Clock, make_clock
 from .config import Settings, load_settings
 from .ig_rest import IGSession, LoginFailed, RestClient, RestError
@@ -41,9 +42,11 @@ from .ig_stream import LostUpdates, RawUpdate, StreamClient, StreamEvent
 from .market_hours import is_open
 from .metrics import Metrics
 from .migrate import migrate
+from .models import CoverageMark, Flag
 from .pipeline import Pipeline
 from .repairs import SETTLE_MS, RepairBook, RepairWorker, flags_for_interval
-from .store import FlushStats, Writer, WriterError, WriterThread
+from .spool import FlagSpool
+from .store import FlushStats, Writer, WriterError, WriterThread, dt_to_ms, ms_to_dt, write_flags
 from .systemd_notify import Notifier
 from .validation import Reject
 
@@ -109,7 +112,12 @@ class Consumer:
         self.received = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="consumer", daemon=True)
-        self._received_by_pair: dict[str, int] = {}
+        # Totals written by this thread only; the metrics sync reads them and adds the difference.
+        self.received_by_pair: dict[str, int] = {}
+        # Buckets of updates dropped at the queue bound, by the library's thread; a set of keys,
+        # so an overload of any length costs memory bounded by the buckets it spans.
+        self._overflowed: set[tuple[str, str, int]] = set()
+        self._overflow_lock = threading.Lock()
 
     def start(self) -> None:
         self._thread.start()
@@ -123,11 +131,23 @@ class Consumer:
         self._thread.join(timeout)
 
     def overflow(self, r: RawUpdate) -> None:
-        """The consumer fell behind the bound: the tick is lost, its buckets must be repaired."""
+        """The consumer fell behind the bound: the tick is lost, its buckets must be repaired.
+        Runs on the library's thread: note the buckets only; the consumer flags them."""
         self.d.metrics.updates_lost.labels("queue_full").inc()
         with contextlib.suppress(TypeError, ValueError):
             t = int(r.utm)  # type: ignore[arg-type]
-            self.d.book.flag(flags_for_interval([r.pair], self.d.settings.timeframes, t, t, "queue_overflow"))
+            keys = [(r.pair, tf, tfs.bucket_start(t, tfs.length_ms(tf))) for tf in self.d.settings.timeframes]
+            with self._overflow_lock:
+                self._overflowed.update(keys)
+
+    def _flag_overflowed(self) -> None:
+        """Before any bucket can close in this drain: its lost updates are flagged first."""
+        if not self._overflowed:
+            return
+        with self._overflow_lock:
+            keys, self._overflowed = self._overflowed, set()
+        self.d.book.flag(Flag(p, tf, b, "queue_overflow") for p, tf, b in keys)
+        self.d.repairs.wake()
 
     def _run(self) -> None:
         d = self.d
@@ -145,6 +165,7 @@ class Consumer:
 
     def drain(self) -> int:
         d = self.d
+        self._flag_overflowed()
         dq = self.updates
         pairs: list[str] = []
         bids: list[str | None] = []
@@ -170,7 +191,7 @@ class Consumer:
             ofrs.append(item.ofr)
             utms.append(item.utm)
             recv.append(item.received_ms)
-            self._received_by_pair[item.pair] = self._received_by_pair.get(item.pair, 0) + 1
+            self.received_by_pair[item.pair] = self.received_by_pair.get(item.pair, 0) + 1
         self._feed(pairs, bids, ofrs, utms, recv)
         self.received += n
         d.metrics.queue_depth.set(len(dq))
@@ -179,7 +200,15 @@ class Consumer:
     def _feed(self, pairs: list[str], bids: list, ofrs: list, utms: list, recv: list[int]) -> None:
         if not pairs:
             return
-        res = self.d.pipeline.feed_batch(pairs, bids, ofrs, utms, np.asarray(recv, dtype=np.int64))
+        try:
+            res = self.d.pipeline.feed_batch(pairs, bids, ofrs, utms, np.asarray(recv, dtype=np.int64))
+        except Exception:
+            # These updates are out of the queue and not in the candles: their buckets are short
+            # of them, so flag them before anything else closes, and go on with the next item
+            # (a stream marker behind them must still be seen).
+            log.exception("consumer failed on a batch of updates; their buckets will be repaired")
+            self._flag_batch(pairs, utms, "consumer_error")
+            return
         ok = res.reason == 0
         if ok.any():
             self.last_arrival_ms = max(self.last_arrival_ms, recv[-1])
@@ -191,10 +220,31 @@ class Consumer:
                 if t > self.last_utm.get(pairs[i], 0):
                     self.last_utm[pairs[i]] = t
 
+    def _flag_batch(self, pairs: list[str], utms: list, reason: str) -> None:
+        span: dict[str, tuple[int, int]] = {}
+        for pair, raw in zip(pairs, utms, strict=True):
+            try:
+                t = int(raw)
+            except (TypeError, ValueError):
+                continue
+            lo, hi = span.get(pair, (t, t))
+            span[pair] = (min(lo, t), max(hi, t))
+        flags = [
+            f
+            for pair, (lo, hi) in span.items()
+            if pair in self.d.settings.pairs
+            for f in flags_for_interval([pair], self.d.settings.timeframes, lo, hi, reason)
+        ]
+        n = self.d.book.flag(flags)
+        log.warning("flagged the failed batch's buckets", extra={"buckets": n, "updates": len(pairs)})
+        self.d.repairs.wake()
+
     def _on_marker(self, m: _Marker) -> None:
         if not m.up:
             if self.gap_start is None:
                 self.gap_start = max(self.last_utm.values(), default=None) or m.at_ms
+                why = "stopped" if self.d.stopping.is_set() else "outage"
+                self.d.writer.submit_coverage(CoverageMark(up=False, at_ms=self.gap_start, reason=why))
                 log.info("stream down: buckets from here on will be repaired from REST")
             self.awaiting_first = False
         elif self.gap_start is not None:
@@ -224,17 +274,15 @@ class Consumer:
             return
         self.awaiting_first = False
         start, self.gap_start = self.gap_start, None
-        if start is None:
+        self.d.writer.submit_coverage(CoverageMark(up=True, at_ms=end))
+        if start is None:  # a first start: the bucket it started in was seen only in part
+            self.d.flag_gap(end, end, "first_start")
             return
         # The bucket of the first tick back is partial whatever the clocks say.
         self.d.flag_gap(min(start, end), end, "stream_gap")
 
-    def sync_metrics(self) -> None:
-        m = self.d.metrics
-        for pair, n in list(self._received_by_pair.items()):
-            if n:
-                m.ticks_received.labels(pair).inc(n)
-                self._received_by_pair[pair] -= n
+    def last_tick_ms(self) -> int | None:
+        return max(self.last_utm.values(), default=None)
 
 
 class Daemon:
@@ -246,8 +294,9 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.metrics.init_labels(settings.pairs, settings.timeframes)
         self.notifier = Notifier()
-        self.book = RepairBook(self.url)
         self.writer = Writer.from_settings(settings, self.url, on_flush=self._on_flush, wall_ms=self.clock.now_ms)
+        self.book = RepairBook(self.writer)  # flags become durable with the candles they concern
+        self.spool = FlagSpool(settings.spool_dir)
         self.writer_thread = WriterThread.from_settings(self.writer, settings)
         self.pipeline = Pipeline(settings, PartialAwareSink(self.writer, self.book))
         self.consumer = Consumer(self)
@@ -257,6 +306,7 @@ class Daemon:
             lambda: RestClient(settings, "collector", db_url=self.url, now_ms=self.clock.now_ms, budget_on_clock=True),
             settle_ms=max(SETTLE_MS, settings.lateness_ms),  # a REST candle must not pre-empt a late tick
         )  # fmt: skip
+        self.auditor = AuditLoop(settings, self.url, self.metrics, self.clock.now_ms)
         self.epics = {settings.epic(p): p for p in settings.pairs}
         self.stream: StreamClient | None = None
         self.session: IGSession | None = None
@@ -304,7 +354,10 @@ class Daemon:
 
     def _sync_metrics(self) -> None:
         m, ag, now = self.metrics, self.pipeline.aggregator, self.clock.now_ms()
-        self.consumer.sync_metrics()
+        for pair, n in list(self.consumer.received_by_pair.items()):
+            self._inc(f"recv:{pair}", n, m.ticks_received.labels(pair))
+        for kind, n in list(self.writer.rows_quarantined.items()):
+            self._inc(f"quarantined:{kind}", n, m.rows_quarantined.labels(kind))
         for r in Reject:
             self._inc(f"rej:{r.label}", ag.rejected[r], m.ticks_rejected.labels(r.label))
         for i, pair in enumerate(ag.pairs):
@@ -360,13 +413,28 @@ class Daemon:
                 n = self.pipeline.resume(state)
                 last = state.last_ticks.newest_ms()
                 with psycopg.connect(self.url, autocommit=True) as conn:
-                    self.book.load_open(conn)
                     if last is None:
                         last = conn.execute(
                             "SELECT (extract(epoch FROM max(time)) * 1000)::bigint FROM ticks "
                             "WHERE time > now() - make_interval(secs => %s)",
                             (self.settings.backfill_max_age_s,),
                         ).fetchone()[0]
+                    with conn.transaction():
+                        spooled = self.spool.commit(conn, self.writer.origin)  # cleared once committed
+                        # An interval a crash left open ends at the last tick that was committed.
+                        conn.execute(
+                            "UPDATE stream_coverage SET ended_at = greatest(started_at, coalesce(%s, started_at)), "
+                            "end_reason = 'crashed' WHERE ended_at IS NULL",
+                            (ms_to_dt(last) if last is not None else None,),
+                        )
+                        rederived = self._rederive_flags(conn)
+                    self.spool.clear()
+                    self.book.load_open(conn)
+                if spooled or rederived:
+                    log.warning(
+                        "repair flags recovered at start",
+                        extra={"from_spool": spooled, "rederived_incomplete": rederived},
+                    )
                 # Whatever happened between the last committed tick and the first new one
                 # (a restart, kill -9, a first start mid-bucket) is a gap to repair.
                 self.consumer.gap_start = int(last) if last is not None else None
@@ -381,6 +449,24 @@ class Daemon:
                 self.notifier.status("waiting for the database")
                 self.stopping.wait(delay)
                 delay = min(delay * 2, self.settings.db_retry_max_s)
+
+    def _rederive_flags(self, conn: psycopg.Connection) -> int:
+        """A stream row still incomplete after its bucket closed, with no repair on record, is
+        what a crash leaves when the flag (or the final row) was in memory: flag it now."""
+        s, now = self.settings, self.clock.now_ms()
+        floor = now - int(s.backfill_max_age_s * 1000)
+        flags: list[Flag] = []
+        for tf in s.timeframes:
+            settled = now - tfs.length_ms(tf) - s.close_grace_ms - s.lateness_ms
+            rows = conn.execute(
+                "SELECT c.pair, c.bucket FROM candles c WHERE c.source = 'stream' AND NOT c.complete "
+                "AND c.timeframe = %s AND c.bucket >= %s AND c.bucket < %s AND NOT EXISTS ("
+                "SELECT 1 FROM candle_repairs r WHERE r.pair = c.pair AND r.timeframe = c.timeframe "
+                "AND r.bucket = c.bucket)",
+                (tf, ms_to_dt(floor), ms_to_dt(settled)),
+            ).fetchall()
+            flags += [Flag(p, tf, dt_to_ms(b), "incomplete_at_start") for p, b in rows]
+        return write_flags(conn, flags)
 
     def _check_epics(self) -> None:
         for epic in self.epics:
@@ -488,6 +574,7 @@ class Daemon:
         self.writer_thread.start()
         self.consumer.start()
         self.repairs.start()
+        self.auditor.start()
         try:
             self._check_epics()
         except RestError as e:
@@ -581,13 +668,32 @@ class Daemon:
             with contextlib.suppress(Exception):
                 self.stream.disconnect()
         self.consumer.stop()
+        last = self.consumer.last_tick_ms()
+        if last is not None and self.consumer.gap_start is None:
+            self.writer.submit_coverage(CoverageMark(up=False, at_ms=last, reason="stopped"))
+        if last is not None:
+            self.flag_gap(last, last, "stopped")  # the buckets the stop cuts in two are partial
         self.repairs.stop()
+        self.auditor.stop()
         self._sync_metrics()
         clean = self.writer_thread.stop(timeout=8.0)
         self.writer.close()
         self.rest.logout()
         if not clean:
-            log.error("database unreachable at shutdown: unwritten rows lost; their buckets repair at next start")
+            flags, marks = self.writer.unwritten_flags()
+            where = None
+            try:
+                where = self.spool.save(flags, marks) if flags or marks else None
+            except OSError as e:
+                log.error(
+                    "could not keep the repair flags on disk; the next start's audit reports their buckets",
+                    extra={"flags": len(flags), "spool": str(self.spool.path), "error": str(e)},
+                )
+            log.error(
+                "database unreachable at shutdown: tick and candle rows not written are re-derived at the next "
+                "start (their buckets are repaired from REST); repair flags kept on disk for it",
+                extra={"flags_spooled": len(flags), "spool": str(where) if where else None},
+            )
         log.info("stopped", extra={"ticks_written": self.writer.ticks_written})
         return 0
 

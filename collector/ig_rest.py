@@ -54,6 +54,10 @@ class BudgetExceeded(RestError):
     """Our own budget (allowance minus the reserve) cannot cover the request."""
 
 
+class UnsupportedTimeframe(RestError):
+    """IG REST has no resolution for this timeframe: its buckets cannot be fetched at all."""
+
+
 class LoginFailed(RestError):
     """Credentials or API key refused; retrying will not help until they are fixed."""
 
@@ -166,6 +170,32 @@ def _parse_utc(s: str) -> int:
     return int(dt.datetime.fromisoformat(s).replace(tzinfo=dt.UTC).timestamp() * 1000)
 
 
+def _bucket_of(p: Any) -> int | None:
+    try:
+        return _parse_utc(p["snapshotTimeUTC"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def parse_prices(pair: str, timeframe: str, prices: list[Any]) -> tuple[list[Candle], dict[int, str]]:
+    """The candles of a `/prices` answer, and the buckets whose entry is unusable (a null price,
+    a missing field) with the reason: those are skipped and reported, never retried (IG would
+    charge again for the same answer)."""
+    candles: list[Candle] = []
+    invalid: dict[int, str] = {}
+    for p in prices:
+        try:
+            candles.append(candle_from_ig(pair, timeframe, p))
+        except (KeyError, TypeError, ValueError) as e:
+            bucket = _bucket_of(p)
+            log.warning("IG sent an unusable candle; skipped", extra={"pair": pair, "timeframe": timeframe,
+                        "snapshotTimeUTC": p.get("snapshotTimeUTC") if isinstance(p, dict) else None,
+                        "error": str(e)})  # fmt: skip
+            if bucket is not None:
+                invalid[bucket] = f"IG's REST candle is unusable: {e}"
+    return candles, invalid
+
+
 def candle_from_ig(pair: str, timeframe: str, p: dict[str, Any]) -> Candle:
     """One `prices[]` entry of `/prices` v3 as a REST candle keyed by its UTC bucket start."""
 
@@ -210,9 +240,14 @@ class RestClient:
         now = self._now_dt if budget_on_clock else _utcnow
         self.budget = RestBudget(url, spender, reserve, now=now) if url else None
         self._svc: Any = None
+        # Buckets of the last fetch that IG answered (and charged) with an unusable candle.
+        self.invalid_buckets: dict[int, str] = {}
         for secret in (settings.ig_password, settings.ig_api_key):
             if secret is not None:
                 logs.register_secret(secret.get_secret_value())
+        # trading-ig logs "Creating new v2 session for user '...'" at INFO on every login: the
+        # username is half of the credential.
+        logs.register_secret(settings.ig_username)
 
     def _now_dt(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self._now_ms() / 1000, dt.UTC)
@@ -239,8 +274,8 @@ class RestClient:
         cst, xst = svc.session.headers.get("CST"), svc.session.headers.get("X-SECURITY-TOKEN")
         if not cst or not xst:
             raise RestError("IG login returned no CST/X-SECURITY-TOKEN; the stream cannot authenticate")
-        for token in (cst, xst):
-            logs.register_secret(token)
+        for slot, token in (("cst", cst), ("xst", xst)):
+            logs.register_secret(token, slot=slot)
         self._svc = svc
         account = body.get("currentAccountId") or body.get("accountId") or s.ig_account_id or ""
         return IGSession(cst=cst, xst=xst, account_id=account, lightstreamer_endpoint=body["lightstreamerEndpoint"])
@@ -291,9 +326,12 @@ class RestClient:
 
     def fetch_candles(self, pair: str, timeframe: str, start_ms: int, end_ms: int, purpose: str) -> list[Candle]:
         """Closed candles with bucket start in [start_ms, end_ms], within the budget."""
+        self.invalid_buckets = {}
         resolution = tfs.IG_RESOLUTIONS.get(timeframe)
         if resolution is None:
-            raise ValueError(f"IG REST has no resolution for timeframe {timeframe}")
+            raise UnsupportedTimeframe(
+                f"IG REST has no resolution for timeframe {timeframe} (it serves {', '.join(tfs.IG_RESOLUTIONS)})"
+            )
         tf_ms = tfs.length_ms(timeframe)
         start_ms -= start_ms % tf_ms
         end_ms = min(end_ms - end_ms % tf_ms, self._now_ms() - tf_ms)  # only closed buckets
@@ -315,13 +353,14 @@ class RestClient:
         if status != 200:
             raise RestError(f"IG /prices for {epic} failed: HTTP {status} {body.get('errorCode', '')}; will retry")
         prices = body.get("prices") or []
-        candles = [candle_from_ig(pair, timeframe, p) for p in prices]
+        # The points are spent once IG answered: record them before anything can fail.
         if self.budget:
             self.budget.record(
                 allowance, points=len(prices), pair=pair, resolution=resolution,
                 range_from=dt.datetime.fromtimestamp(start_ms / 1000, dt.UTC),
                 range_to=dt.datetime.fromtimestamp(end_ms / 1000, dt.UTC), purpose=purpose,
             )  # fmt: skip
+        candles, self.invalid_buckets = parse_prices(pair, timeframe, prices)
         return [c for c in candles if start_ms <= c.bucket_ms <= end_ms]
 
     def logout(self) -> None:

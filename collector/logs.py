@@ -11,7 +11,9 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
+from collections import deque
 from typing import Any
 
 _SECRET_PATTERNS = [
@@ -21,17 +23,33 @@ _SECRET_PATTERNS = [
     re.compile(r"((?:\"|')?(?:password|CST|X-SECURITY-TOKEN|X-IG-API-KEY|access_token|refresh_token|"
                r"Authorization)(?:\"|')?\s*[:=]\s*(?:\"|')?)[^\"',\s}]+", re.I),
 ]  # fmt: skip
-_extra_secrets: set[str] = set()
+
+# Values to mask, by slot. Fixed secrets (password, API key, username) have a slot of their own;
+# session tokens share the slots "cst"/"xst", which keep the last two of each, so a re-login
+# every few hours does not make every log line slower for the life of the process. Readers see
+# an immutable snapshot swapped in under a lock: a log call on one thread never iterates a
+# collection another thread is changing.
+_MAX_PER_SLOT = 2
+_slots: dict[str, deque[str]] = {}
+_slots_lock = threading.Lock()
+_secrets: tuple[str, ...] = ()
 
 
-def register_secret(value: str | None) -> None:
-    """Mask this exact value wherever it appears (API key, password, tokens)."""
-    if value and len(value) >= 4:
-        _extra_secrets.add(value)
+def register_secret(value: str | None, *, slot: str | None = None) -> None:
+    """Mask this exact value wherever it appears (API key, password, username, tokens)."""
+    global _secrets
+    if not value or len(value) < 4:
+        return
+    with _slots_lock:
+        kept = _slots.setdefault(slot or f"fixed:{value}", deque(maxlen=_MAX_PER_SLOT))
+        if value not in kept:
+            kept.append(value)
+        # Longest first: a secret that contains another is masked whole.
+        _secrets = tuple(sorted({v for d in _slots.values() for v in d}, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
-    for s in _extra_secrets:
+    for s in _secrets:
         if s in text:
             text = text.replace(s, "***")
     for pat in _SECRET_PATTERNS:

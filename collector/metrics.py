@@ -32,6 +32,8 @@ REJECT_REASONS = (
 )
 STREAM_STATES = ("CONNECTING", "CONNECTED", "STALLED", "DISCONNECTED", "RETRYING", "LOGGING_IN", "STOPPED")
 CANDLE_KINDS = ("forming", "closed", "correction", "rest")
+QUARANTINE_KINDS = ("tick", "candle", "repair", "coverage")
+AUDIT_CLASSES = ("stream", "rest", "import", "pending", "unrecoverable", "empty", "quiet", "not_covered", "unaccounted")
 RECONNECT_CAUSES = ("server_error", "server_end", "stale", "token", "login_failed", "startup")
 
 
@@ -148,6 +150,32 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.rows_quarantined = Counter(
+            f"{p}_rows_quarantined_total",
+            "Rows the database refused for good, moved to the quarantine table, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.unaccounted_buckets = Gauge(
+            f"{p}_unaccounted_buckets",
+            "Buckets of the last 24 h with no complete candle and nothing owing them (ig-collector audit)",
+            registry=r,
+        )
+        self.candles_differing = Gauge(
+            f"{p}_candles_differing_from_ticks",
+            "Complete stream candles of the last 24 h that differ from their stored ticks (ig-collector audit)",
+            registry=r,
+        )
+        self.audit_buckets = Gauge(
+            f"{p}_audit_buckets", "Buckets of the last 24 h by audit class", ["class"], registry=r
+        )
+        self.audit_last_run = Gauge(
+            f"{p}_audit_last_run_timestamp_seconds", "When the collector last audited its database", registry=r
+        )
+        for kind in QUARANTINE_KINDS:
+            self.rows_quarantined.labels(kind)
+        for cls in AUDIT_CLASSES:
+            self.audit_buckets.labels(cls).set(0)
         for reason in REJECT_REASONS:
             self.ticks_rejected.labels(reason)
         for state in STREAM_STATES:

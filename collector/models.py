@@ -41,6 +41,28 @@ class Candle:
     close_ms: int | None = None  # IG time of the tick that set the close
 
 
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A bucket owed a REST repair: the stream covered it only in part, or not at all."""
+
+    pair: str
+    timeframe: str
+    bucket_ms: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageMark:
+    """The stream started (`up`) or stopped covering the market at IG time `at_ms`.
+
+    Written in order through the writer, so `stream_coverage` never claims an interval whose
+    ticks, candles and repair flags are not committed with it or before it."""
+
+    up: bool
+    at_ms: int
+    reason: str | None = None  # when down: 'outage', 'stopped' or 'crashed'
+
+
 @dataclass(frozen=True, eq=False)
 class RecentTicks:
     """Stored ticks as numpy columns: what a restart seeds the duplicate filter with.

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import Protocol
 
 import psycopg
 
@@ -24,7 +24,8 @@ from .config import Settings
 from .ig_rest import AllowanceExhausted, BudgetExceeded, RestClient, RestError
 from .market_hours import market_buckets
 from .metrics import Metrics
-from .models import Candle
+from .models import Candle, Flag
+from .store import is_permanent
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +40,6 @@ def _ts(ms: int) -> dt.datetime:
 
 def _ms(t: dt.datetime) -> int:
     return int(t.timestamp() * 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class Flag:
-    pair: str
-    timeframe: str
-    bucket_ms: int
-    reason: str
 
 
 def flags_for_interval(
@@ -109,20 +102,31 @@ def store_rest(conn: psycopg.Connection, candles: list[Candle], replace_partial:
     return int(n)
 
 
-class RepairBook:
-    """Flags kept in memory until the database takes them, so an outage loses none."""
+class FlagSink(Protocol):
+    """Where flags become durable: the writer, in the transaction of the candles they concern."""
 
-    def __init__(self, db_url: str) -> None:
-        self.db_url = db_url
-        self._pending: list[Flag] = []
+    def submit_flags(self, flags: Iterable[Flag]) -> None: ...
+
+
+class RepairBook:
+    """Which buckets this process knows to be owed a repair, so that a closing candle of one is
+    written incomplete. Only an index: every flag is handed to the sink (the writer) at once,
+    and `candle_repairs` is the record; at start and after a reconnect the index is reloaded."""
+
+    def __init__(self, sink: FlagSink | None = None) -> None:
+        self.sink = sink
         self._open: set[tuple[str, str, int]] = set()
         self._lock = threading.Lock()
 
-    def flag(self, flags: Iterable[Flag]) -> None:
+    def flag(self, flags: Iterable[Flag]) -> int:
         flags = list(flags)
+        if not flags:
+            return 0
         with self._lock:
-            self._pending.extend(flags)
             self._open.update((f.pair, f.timeframe, f.bucket_ms) for f in flags)
+        if self.sink is not None:
+            self.sink.submit_flags(flags)
+        return len(flags)
 
     def is_flagged(self, pair: str, timeframe: str, bucket_ms: int) -> bool:
         """Whether a closing stream candle is known to be partial (written incomplete)."""
@@ -132,28 +136,6 @@ class RepairBook:
         rows = conn.execute("SELECT pair, timeframe, bucket FROM candle_repairs WHERE resolved_at IS NULL").fetchall()
         with self._lock:
             self._open.update((p, tf, _ms(b)) for p, tf, b in rows)
-
-    def persist(self, conn: psycopg.Connection) -> int:
-        with self._lock:
-            batch, self._pending = self._pending, []
-        if not batch:
-            return 0
-        try:
-            with conn.transaction():
-                conn.cursor().executemany(
-                    "INSERT INTO candle_repairs (pair, timeframe, bucket, reason) VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT (pair, timeframe, bucket) DO UPDATE SET resolved_at = NULL, resolution = NULL, "
-                    "reason = EXCLUDED.reason WHERE candle_repairs.resolution IS DISTINCT FROM 'rest'",
-                    [(f.pair, f.timeframe, _ts(f.bucket_ms), f.reason) for f in batch],
-                )
-                # A bucket that closed before its outage was noticed (the stale watchdog, a late
-                # drop marker) was written complete: it is partial, and says so until repaired.
-                conn.execute(_DEMOTE, _keys(batch))
-        except psycopg.Error:
-            with self._lock:
-                self._pending[:0] = batch
-            raise
-        return len(batch)
 
     def resolved(self, pair: str, timeframe: str, bucket_ms: int) -> None:
         with self._lock:
@@ -212,7 +194,6 @@ class RepairWorker:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.db_url, autocommit=True, application_name="ig-collector repairs")
                     self.book.load_open(conn)
-                self.book.persist(conn)
                 self.run_once(conn)
             except psycopg.Error as e:
                 log.warning("repair worker lost the database; retrying", extra={"error": str(e).strip()})
@@ -248,21 +229,51 @@ class RepairWorker:
         if not rows or not self.settings.backfill_enabled:
             return 0
         now = self.now_ms()
-        if now < self.blocked_until_ms:
-            return 0
         wait = self.settings.close_grace_ms + self.settle_ms
         due = [r for r in rows if r[2] + tfs.length_ms(r[1]) + wait <= now]
-        resolved = 0
+        served = self.settings.repair_timeframes
+        resolved = self._give_up_unserved(conn, [r for r in due if r[1] not in served])
+        if now < self.blocked_until_ms:
+            return resolved
         # Longer timeframes first: fewer points per hour of history when the budget is short.
-        for pair, tf, buckets in sorted(_contiguous(due), key=lambda g: -tfs.minutes(g[1])):
+        for pair, tf, buckets in sorted(_contiguous([r for r in due if r[1] in served]),
+                                        key=lambda g: -tfs.minutes(g[1])):  # fmt: skip
             if self._stop.is_set():
                 break
-            resolved += self._repair_range(conn, pair, tf, buckets)
+            try:
+                resolved += self._repair_range(conn, pair, tf, buckets)
+            except psycopg.Error as e:
+                if not is_permanent(e):
+                    raise  # the database is away: the loop reconnects and retries
+                self._note_failure(conn, pair, tf, buckets, f"the database refused the REST candles: {e}".strip())
+            except Exception as e:  # one group's surprise must not stop every other repair
+                log.exception("repair of one range failed", extra={"pair": pair, "timeframe": tf})
+                self._note_failure(conn, pair, tf, buckets, f"{type(e).__name__}: {e}")
             if on_progress:
                 on_progress(len(buckets))
         if resolved:
             self.metrics.repairs_pending.set(len(self.pending(conn)))
         return resolved
+
+    def _give_up_unserved(self, conn: psycopg.Connection, rows: list[tuple[str, str, int, int]]) -> int:
+        """Buckets of a timeframe with backfill off (COLLECTOR_BACKFILL_TIMEFRAMES): nothing will
+        ever repair them, so they are reported as unrecoverable at once instead of waiting."""
+        for pair, tf, b, _attempts in rows:
+            conn.execute(
+                "UPDATE candle_repairs SET resolved_at = now(), resolution = 'unrecoverable', "
+                "last_error = 'backfill is off for this timeframe' "
+                "WHERE pair = %s AND timeframe = %s AND bucket = %s AND resolved_at IS NULL",
+                (pair, tf, _ts(b)),
+            )
+            conn.execute(_DEMOTE, ([pair], [tf], [_ts(b)]))
+            self.book.resolved(pair, tf, b)
+            self.metrics.repairs.labels("unrecoverable").inc()
+        if rows:
+            log.warning(
+                "partial buckets of timeframes without backfill reported as unrecoverable",
+                extra={"buckets": len(rows), "timeframes": ",".join(sorted({r[1] for r in rows}))},
+            )
+        return len(rows)
 
     def _repair_range(self, conn: psycopg.Connection, pair: str, tf: str, buckets: list[tuple[int, int]]) -> int:
         if self._rest is None:
@@ -290,6 +301,7 @@ class RepairWorker:
             self.metrics.rest_remaining.set(st.remaining)
             self.metrics.rest_total.set(st.total)
         got = {c.bucket_ms for c in candles}
+        invalid = dict(self._rest.invalid_buckets)
         store_rest(conn, candles, replace_partial=True)
         with conn.transaction():
             for b, _ in buckets:
@@ -303,7 +315,9 @@ class RepairWorker:
             self.book.resolved(pair, tf, b)
             outcome = "rest" if b in got else "empty"
             self.metrics.repairs.labels(outcome).inc()
-            if outcome == "empty":
+            if b in invalid:
+                self._report_invalid(conn, pair, tf, b, invalid[b])
+            elif outcome == "empty":
                 self._report_empty(conn, pair, tf, b)
         self.metrics.candles_written.labels(tf, "rest").inc(len(candles))
         log.info(
@@ -331,6 +345,19 @@ class RepairWorker:
                 "partial candle has no REST replacement; left incomplete",
                 extra={"pair": pair, "timeframe": tf, "bucket": _ts(bucket_ms).isoformat(), "ticks": row[0]},
             )
+
+    def _report_invalid(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int, why: str) -> None:
+        """IG answered (and charged) for this bucket but its candle is unusable (a null price):
+        asking again would pay again for the same answer, so it is reported, not retried."""
+        conn.execute(
+            "UPDATE candle_repairs SET resolution = 'unrecoverable', last_error = %s "
+            "WHERE pair = %s AND timeframe = %s AND bucket = %s",
+            (why[:500], pair, tf, _ts(bucket_ms)),
+        )
+        conn.execute(_DEMOTE, ([pair], [tf], [_ts(bucket_ms)]))
+        self.metrics.repairs.labels("unrecoverable").inc()
+        log.error("REST candle unusable; bucket left incomplete", extra={"pair": pair, "timeframe": tf,
+                  "bucket": _ts(bucket_ms).isoformat(), "error": why})  # fmt: skip
 
     def _note_failure(self, conn: psycopg.Connection, pair: str, tf: str, buckets: list[tuple[int, int]],
                       error: str) -> None:  # fmt: skip

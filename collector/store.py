@@ -34,6 +34,8 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
+import socket
 import struct
 import threading
 import time
@@ -48,7 +50,7 @@ from psycopg import sql
 
 from . import timeframes as tfs
 from .aggregator import CandleClosed, CandleCorrected, Event, RepairNeeded
-from .models import Candle, RecentTicks
+from .models import Candle, CoverageMark, Flag, RecentTicks
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -98,11 +100,46 @@ ON CONFLICT (pair, timeframe, bucket) DO UPDATE SET
 WHERE c.source = 'stream' AND (EXCLUDED.complete OR NOT c.complete)
 RETURNING pair, timeframe, bucket"""
 _NOTIFY = "SELECT pg_notify(%s, x) FROM unnest(%s::text[]) AS x"
-# A too-late tick re-opens a bucket already repaired: the REST candle stored then predates it.
-_REPAIRS = """INSERT INTO candle_repairs (pair, timeframe, bucket, reason)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[])
-ON CONFLICT (pair, timeframe, bucket) DO UPDATE SET resolved_at = NULL, resolution = NULL, reason = EXCLUDED.reason
-WHERE candle_repairs.resolved_at IS NOT NULL"""
+# Every flag, whoever raised it, goes through one SQL function with one conflict rule
+# (sql/009_integrity.sql): re-open unless REST already replaced it, demote a complete stream row.
+_FLAG = "SELECT flag_candle_repairs(%s::text[], %s::text[], %s::timestamptz[], %s::text[])"
+_COVERAGE_OPEN = "INSERT INTO stream_coverage (started_at, opened_by) VALUES (%s, %s)"
+_COVERAGE_CLOSE = (
+    "UPDATE stream_coverage SET ended_at = greatest(started_at, %s), end_reason = %s WHERE ended_at IS NULL"
+)
+_TICK_GAPS = """INSERT INTO tick_gaps (pair, from_time, to_time, rows, reason)
+SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::int[], %s::text[])"""
+_QUARANTINE = "INSERT INTO quarantine (kind, pair, time, row_data, sqlstate, error) VALUES (%s, %s, %s, %s, %s, %s)"
+
+
+def write_flags(conn: psycopg.Connection | psycopg.Cursor[Any], flags: Iterable[Flag]) -> int:
+    """Flag buckets for REST repair (the one rule, in SQL); returns the flags new or re-opened."""
+    flags = list(flags)
+    if not flags:
+        return 0
+    row = conn.execute(
+        _FLAG,
+        ([f.pair for f in flags], [f.timeframe for f in flags], [ms_to_dt(f.bucket_ms) for f in flags],
+         [f.reason for f in flags]),
+    ).fetchone()  # fmt: skip
+    return int(row[0]) if row else 0
+
+
+def write_coverage(conn: psycopg.Connection | psycopg.Cursor[Any], marks: Iterable[CoverageMark], who: str) -> None:
+    """Open and close `stream_coverage` intervals in order (one open interval at a time)."""
+    for mark in marks:
+        if mark.up:
+            conn.execute(_COVERAGE_CLOSE, (ms_to_dt(mark.at_ms), "crashed"))  # never two open at once
+            conn.execute(_COVERAGE_OPEN, (ms_to_dt(mark.at_ms), who))
+        else:
+            conn.execute(_COVERAGE_CLOSE, (ms_to_dt(mark.at_ms), mark.reason or "outage"))
+
+
+def is_permanent(e: BaseException) -> bool:
+    """A row the database will refuse however often it is sent (a CHECK, NOT NULL or value out of
+    range, a trigger's RAISE), as opposed to an outage, a restart or a lock timeout."""
+    state = getattr(e, "sqlstate", None) or ""
+    return isinstance(e, psycopg.Error) and (state[:2] in ("22", "23") or state == "P0001") and state != "23505"
 
 
 class WriterError(RuntimeError):
@@ -146,7 +183,9 @@ class _Chunk:
         return len(self.times)
 
     def tail(self, start: int) -> _Chunk:
-        s = slice(start, None)
+        return self[start:]
+
+    def __getitem__(self, s: slice) -> _Chunk:
         return _Chunk(self.codes[s], self.times[s], self.bids[s], self.asks[s], self.received[s], self.submitted)
 
 
@@ -155,11 +194,14 @@ class _Pending:
     chunks: deque[_Chunk] = field(default_factory=deque)
     candles: dict[tuple[str, str, int], tuple[Candle, str]] = field(default_factory=dict)
     notify: dict[tuple[str, str, int], None] = field(default_factory=dict)
-    repairs: dict[tuple[str, str, int], str] = field(default_factory=dict)
+    repairs: dict[tuple[str, str, int], str] = field(default_factory=dict)  # flags: key -> reason
+    coverage: list[CoverageMark] = field(default_factory=list)
+    # (pair, reason) -> [from_ms, to_ms, rows]: coalesced, so the map stays small under any overload
+    tick_gaps: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     first_submit: float | None = None
 
     def empty(self) -> bool:
-        return not (self.chunks or self.candles or self.notify or self.repairs)
+        return not (self.chunks or self.candles or self.notify or self.repairs or self.coverage or self.tick_gaps)
 
 
 def _later(old: tuple[Candle, str] | None, new: tuple[Candle, str]) -> tuple[Candle, str]:
@@ -169,6 +211,22 @@ def _later(old: tuple[Candle, str] | None, new: tuple[Candle, str]) -> tuple[Can
     if old is not None and old[1] == "closed" and new[1] == "correction":
         return new[0], "closed"  # still the bucket's first final row: count it as closed
     return new
+
+
+def _gaps_of(
+    pairs: Sequence[str], codes: np.ndarray, times: np.ndarray, reason: str
+) -> dict[tuple[str, str], list[int]]:
+    out = {}
+    for code in np.unique(codes).tolist():
+        t = times[codes == code]
+        out[(pairs[code], reason)] = [int(t.min()), int(t.max()), len(t)]
+    return out
+
+
+def _merge_gaps(into: dict[tuple[str, str], list[int]], more: dict[tuple[str, str], list[int]]) -> None:
+    for key, (lo, hi, n) in more.items():
+        have = into.get(key)
+        into[key] = [lo, hi, n] if have is None else [min(have[0], lo), max(have[1], hi), have[2] + n]
 
 
 def ms_to_dt(ms: int) -> dt.datetime:
@@ -219,6 +277,7 @@ class Writer:
         self.eager_rows = eager_rows  # this many waiting tick rows wake the flusher at once
         self.connect_timeout_s = connect_timeout_s
         self.application_name = application_name
+        self.origin = f"{socket.gethostname()}:{os.getpid()}"  # who opened a coverage interval
         self.on_flush = on_flush
         self._mono = monotonic
         self._wall_ms = wall_ms
@@ -245,6 +304,8 @@ class Writer:
         self.flushes = 0
         self.flush_errors = 0
         self.ticks_copy_fallbacks = 0  # flushes whose ticks needed the ON CONFLICT path
+        self.rows_quarantined: dict[str, int] = {}  # kind -> rows the database refused for good
+        self._refusals_logged: set[tuple[Any, ...]] = set()
         self.last_flush_s = 0.0
         self.db_up = False
 
@@ -326,11 +387,31 @@ class Writer:
                     p.first_submit = self._mono()
         self.wakeup.set()
 
-    def submit_repairs(self, repairs: Iterable[RepairNeeded]) -> None:
+    def submit_flags(self, flags: Iterable[Flag | RepairNeeded]) -> None:
+        """Repair flags: committed in the same transaction as the candles submitted with or
+        after them, so a partial candle is never on disk without its flag. Keyed by bucket:
+        duplicates cost nothing, and the map is bounded by the buckets, not by the events."""
         with self._lock:
-            for r in repairs:
+            for r in flags:
                 self._pending.repairs.setdefault((r.pair, r.timeframe, r.bucket_ms), r.reason)
+            if self._pending.first_submit is None:
+                self._pending.first_submit = self._mono()
         self.wakeup.set()
+
+    submit_repairs = submit_flags
+
+    def submit_coverage(self, mark: CoverageMark) -> None:
+        """The stream started or stopped covering the market (see `stream_coverage`)."""
+        with self._lock:
+            self._pending.coverage.append(mark)
+        self.wakeup.set()
+
+    def unwritten_flags(self) -> tuple[list[Flag], list[CoverageMark]]:
+        """What a stop could not commit and the next start could not re-derive: the repair
+        flags and coverage marks still pending (the daemon spools them to disk)."""
+        with self._lock:
+            flags = [Flag(p, tf, b, r) for (p, tf, b), r in self._pending.repairs.items()]
+            return flags, list(self._pending.coverage)
 
     def submit_events(self, events: Iterable[Event]) -> None:
         """The aggregator's drained events, routed to the right kind."""
@@ -367,6 +448,11 @@ class Writer:
         )
         self._small = []
 
+    def _note_tick_gap(self, dropped: _Chunk, reason: str) -> None:
+        """Tick rows the candles counted but `ticks` will not hold: recorded per pair as an
+        interval, so the audit does not hold those buckets against the ticks table."""
+        _merge_gaps(self._pending.tick_gaps, _gaps_of(self.pairs, dropped.codes, dropped.times, reason))
+
     def _enforce_bound(self) -> None:
         """Drop the oldest tick rows beyond the bound (caller holds the lock)."""
         self._seal_small()
@@ -380,6 +466,7 @@ class Writer:
             else:
                 chunks[0] = head.tail(excess)
                 n = excess
+            self._note_tick_gap(head[:n], "buffer_full")
             excess -= n
             self._depth -= n
             self.ticks_dropped += n
@@ -495,6 +582,8 @@ class Writer:
         taken.notify.update(cur.notify)
         for key, reason in cur.repairs.items():
             taken.repairs.setdefault(key, reason)
+        taken.coverage.extend(cur.coverage)
+        _merge_gaps(taken.tick_gaps, cur.tick_gaps)
         if taken.first_submit is None:
             taken.first_submit = cur.first_submit
         self._pending = taken
@@ -581,6 +670,17 @@ class Writer:
     def _write(self, taken: _Pending) -> FlushStats:
         start = self._mono()
         conn = self._connection()
+        try:
+            return self._write_fast(conn, taken, start)
+        except psycopg.Error as e:
+            if not is_permanent(e):
+                raise
+            first_error = e
+        # A row the database refuses for good would fail every retry and, behind it, every later
+        # flush: find it (halving under savepoints), quarantine it, and write the rest.
+        return self._write_isolating(conn, taken, start, first_error)
+
+    def _write_fast(self, conn: psycopg.Connection, taken: _Pending, start: float) -> FlushStats:
         chunks = list(taken.chunks)
         # Slices of at most max_tx_ticks rows; all but the last commit on their own, the last
         # carries the candles, so candles never commit ahead of the ticks they reflect.
@@ -592,9 +692,7 @@ class Writer:
                 if room <= 0:
                     slices.append([])
                     size, room = 0, self.max_tx_ticks
-                part = ch if len(ch) <= room else _Chunk(
-                    ch.codes[:room], ch.times[:room], ch.bids[:room], ch.asks[:room], ch.received[:room], ch.submitted
-                )  # fmt: skip
+                part = ch if len(ch) <= room else ch[:room]
                 slices[-1].append(part)
                 size += len(part)
                 ch = ch.tail(len(part))
@@ -610,23 +708,13 @@ class Writer:
                 # One transaction: the last ticks, the candles reflecting them, NOTIFY, repairs.
                 with conn.transaction():
                     inserted = self._write_ticks(cur, slices[-1]) if slices[-1] else 0
-                    written = self._write_candles(cur, taken) if taken.candles else {}
+                    written = self._write_candles(cur, taken.candles) if taken.candles else {}
                     if taken.notify:
                         cur.execute(
                             _NOTIFY,
                             (NOTIFY_CHANNEL, [notify_payload(*k) for k in sorted(taken.notify)]),
                         )
-                    if taken.repairs:
-                        keys = sorted(taken.repairs)
-                        cur.execute(
-                            _REPAIRS,
-                            (
-                                [k[0] for k in keys],
-                                [k[1] for k in keys],
-                                [ms_to_dt(k[2]) for k in keys],
-                                [taken.repairs[k] for k in keys],
-                            ),
-                        )
+                    self._write_records(cur, taken)
         except psycopg.Error:
             if committed:  # earlier slices are stored: only the rest goes back
                 remaining: deque[_Chunk] = deque()
@@ -642,7 +730,10 @@ class Writer:
                     self._depth -= committed
                     self._inflight -= committed
             raise
-        sent = sum(len(c) for c in chunks)
+        return self._committed(taken, sum(len(c) for c in chunks), inserted_early + inserted, written, start)
+
+    def _committed(self, taken: _Pending, sent: int, inserted: int, written: dict[tuple[str, str], int],
+                   start: float) -> FlushStats:  # fmt: skip
         self.ticks_written += inserted
         for key, n in written.items():
             self.candles_written[key] = self.candles_written.get(key, 0) + n
@@ -651,7 +742,7 @@ class Writer:
         end = self._mono()
         return FlushStats(
             ticks=sent,
-            ticks_inserted=inserted_early + inserted,
+            ticks_inserted=inserted,
             candles=written,
             notifies=len(taken.notify),
             repairs=len(taken.repairs),
@@ -661,9 +752,98 @@ class Writer:
             committed_at_ms=self._wall_ms(),
         )
 
-    def _write_candles(self, cur: psycopg.Cursor, taken: _Pending) -> dict[tuple[str, str], int]:
+    def _write_records(self, cur: psycopg.Cursor, taken: _Pending, *, flags: bool = True) -> None:
+        """Repair flags, coverage marks and tick gaps, in the transaction of the candles they
+        concern: after the candles, so a flag demotes a row that closed before it was known."""
+        if flags and taken.repairs:
+            write_flags(cur, [Flag(p, tf, b, r) for (p, tf, b), r in sorted(taken.repairs.items())])
+        write_coverage(cur, taken.coverage, self.origin)
+        if taken.tick_gaps:
+            keys = sorted(taken.tick_gaps)
+            cur.execute(
+                _TICK_GAPS,
+                ([k[0] for k in keys], [ms_to_dt(taken.tick_gaps[k][0]) for k in keys],
+                 [ms_to_dt(taken.tick_gaps[k][1]) for k in keys], [taken.tick_gaps[k][2] for k in keys],
+                 [k[1] for k in keys]),
+            )  # fmt: skip
+
+    # ------------------------------------------------------------------ refused rows
+    def _write_isolating(self, conn: psycopg.Connection, taken: _Pending, start: float,
+                         first_error: psycopg.Error) -> FlushStats:  # fmt: skip
+        """Everything in one transaction, each part under a savepoint, halving a part the
+        database refuses until the refused rows are found; those go to `quarantine` with the
+        database's error. A refused candle's bucket is flagged for repair (it is not stored)."""
+        refused: dict[str, int] = {}
+        sent = sum(len(c) for c in taken.chunks)
+        written: dict[tuple[str, str], int] = {}
+        with conn.cursor() as cur, conn.transaction():
+
+            def quarantine(kind: str, pair: str | None, at_ms: int | None, data: dict[str, Any],
+                           err: psycopg.Error) -> None:  # fmt: skip
+                cur.execute(_QUARANTINE, (kind, pair, None if at_ms is None else ms_to_dt(at_ms),
+                                          json.dumps(data), err.sqlstate or "", str(err).strip()[:1000]))  # fmt: skip
+                refused[kind] = refused.get(kind, 0) + 1
+
+            def bad_ticks(part: _Chunk, err: psycopg.Error) -> None:
+                for i in range(len(part)):
+                    pair, t = self.pairs[int(part.codes[i])], int(part.times[i])
+                    rec = int(part.received[i])
+                    quarantine("tick", pair, t, {"time_ms": t, "bid": float(part.bids[i]), "ask": float(part.asks[i]),
+                                                 "received_ms": rec if rec >= 0 else None}, err)  # fmt: skip
+                _merge_gaps(taken.tick_gaps, _gaps_of(self.pairs, part.codes, part.times, "quarantined"))
+
+            def good_ticks(part: _Chunk) -> int:
+                n = self._write_ticks(cur, [part])
+                cur.execute("DELETE FROM _stage_ticks")  # staged rows are kept until commit: not twice
+                return n
+
+            inserted = sum(_isolate(cur, ch, good_ticks, bad_ticks) for ch in taken.chunks)
+
+            def good_candles(items: list[tuple[tuple[str, str, int], tuple[Candle, str]]]) -> int:
+                got = self._write_candles(cur, dict(items))
+                cur.execute("DELETE FROM _stage_candles")
+                for k, n in got.items():
+                    written[k] = written.get(k, 0) + n
+                return sum(got.values())
+
+            def bad_candles(items: list[tuple[tuple[str, str, int], tuple[Candle, str]]], err: psycopg.Error) -> None:
+                for key, (c, kind) in items:
+                    data = {f: getattr(c, f) for f in c.__dataclass_fields__}
+                    quarantine("candle", c.pair, c.bucket_ms, {**data, "kind": kind}, err)
+                    taken.notify.pop(key, None)  # not stored: nothing to announce
+                    taken.repairs.setdefault(key, "quarantined")  # owed from REST instead
+
+            _isolate(cur, list(taken.candles.items()), good_candles, bad_candles)
+            if taken.notify:
+                cur.execute(_NOTIFY, (NOTIFY_CHANNEL, [notify_payload(*k) for k in sorted(taken.notify)]))
+
+            def bad_flags(items: list[tuple[tuple[str, str, int], str]], err: psycopg.Error) -> None:
+                for (p, tf, b), r in items:
+                    quarantine("repair", p, b, {"timeframe": tf, "reason": r}, err)
+
+            def good_flags(items: list[tuple[tuple[str, str, int], str]]) -> int:
+                return write_flags(cur, [Flag(p, tf, b, r) for (p, tf, b), r in items])
+
+            _isolate(cur, sorted(taken.repairs.items()), good_flags, bad_flags)
+            self._write_records(cur, taken, flags=False)
+        for kind, n in refused.items():
+            self.rows_quarantined[kind] = self.rows_quarantined.get(kind, 0) + n
+        diag = getattr(first_error, "diag", None)
+        signature = (tuple(sorted(refused)), first_error.sqlstate, getattr(diag, "constraint_name", None))
+        if signature not in self._refusals_logged:  # once per kind of refusal, not once per flush
+            self._refusals_logged.add(signature)
+            log.error(
+                "the database refused rows for good: moved to the quarantine table, writing the rest",
+                extra={"quarantined": refused, "sqlstate": first_error.sqlstate,
+                       "error": str(first_error).strip()[:300]},
+            )  # fmt: skip
+        return self._committed(taken, sent, inserted, written, start)
+
+    def _write_candles(
+        self, cur: psycopg.Cursor, candles: dict[tuple[str, str, int], tuple[Candle, str]]
+    ) -> dict[tuple[str, str], int]:
         with cur.copy(f"COPY _stage_candles ({_CANDLE_COLS}) FROM STDIN") as cp:
-            for c, _kind in taken.candles.values():
+            for c, _kind in candles.values():
                 cp.write_row(
                     (
                         c.pair, c.timeframe, ms_to_dt(c.bucket_ms),
@@ -677,7 +857,7 @@ class Writer:
         cur.execute(_UPSERT_CANDLES)
         written: dict[tuple[str, str], int] = {}
         for pair, tf, bucket in cur.fetchall():
-            _, kind = taken.candles[(pair, tf, dt_to_ms(bucket))]
+            _, kind = candles[(pair, tf, dt_to_ms(bucket))]
             written[(tf, kind)] = written.get((tf, kind), 0) + 1
         return written
 
@@ -780,6 +960,25 @@ class Writer:
 
     def close(self) -> None:
         self._drop_connection()
+
+
+def _isolate(cur: psycopg.Cursor, items: Any, write: Callable[[Any], int],
+             refuse: Callable[[Any, psycopg.Error], None]) -> int:  # fmt: skip
+    """Write `items` (sliceable) under a savepoint; when the database refuses them for good,
+    halve until each refused item is alone, and hand those to `refuse`. Other errors propagate."""
+    if not len(items):
+        return 0
+    try:
+        with cur.connection.transaction():
+            return write(items)
+    except psycopg.Error as e:
+        if not is_permanent(e):
+            raise
+        if len(items) == 1:
+            refuse(items, e)
+            return 0
+    mid = len(items) // 2
+    return _isolate(cur, items[:mid], write, refuse) + _isolate(cur, items[mid:], write, refuse)
 
 
 class WriterThread:

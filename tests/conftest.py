@@ -16,7 +16,9 @@ from collector.config import load_settings
 from collector.db import TimescaleInfo, timescale_info
 from collector.migrate import migrate
 
-MARKET_TABLES = ("ticks", "candles", "candle_repairs", "rest_spend", "rest_allowance")
+MARKET_TABLES = (
+    "ticks", "candles", "candle_repairs", "rest_spend", "rest_allowance", "stream_coverage", "quarantine", "tick_gaps",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
