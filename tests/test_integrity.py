@@ -121,7 +121,8 @@ def test_a_permanently_refused_tick_is_quarantined_and_the_other_rows_are_writte
     writer.flush()
     assert db.execute("SELECT count(*) FROM ticks").fetchone()[0] == 3
     (kind, pair, t, data, state) = db.execute("SELECT kind, pair, time, row_data, sqlstate FROM quarantine").fetchone()
-    assert (kind, pair, t, data["time_ms"], data["bid"], state) == ("tick", "EURUSD", ms_to_dt(T + 2), T + 2, 1.1, "23514")
+    want = ("tick", "EURUSD", ms_to_dt(T + 2), T + 2, 1.1, "23514")
+    assert (kind, pair, t, data["time_ms"], data["bid"], state) == want
     assert db.execute("SELECT pair, rows, reason FROM tick_gaps").fetchall() == [("EURUSD", 1, "quarantined")]
     assert writer.rows_quarantined == {"tick": 1}
     assert writer.buffer_depth == 0
