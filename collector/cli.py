@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "backfill": "collector.backfill",
     "simulator": "collector.simulator.cli",
     "status": "collector.status",
+    "import": "collector.importer",
+    "export": "collector.exporter",
 }
 
 
