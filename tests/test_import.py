@@ -36,6 +36,14 @@ def rows(db: psycopg.Connection, where: str = "true") -> list[tuple]:
     ).fetchall()
 
 
+def bot_cache(tmp_path: Path) -> Path:
+    """The seed bot's SQLite cache, built from the fixture's SQL script."""
+    cache = tmp_path / "cache.sqlite"
+    with sqlite3.connect(cache) as lite:
+        lite.executescript((FIX / "bot_cache.sql").read_text())
+    return cache
+
+
 def test_mt4_bars_are_read_in_the_given_zone_as_mid_prices_and_fill_15m(db: psycopg.Connection, db_url: str) -> None:
     assert run_import(db_url, FIX / "EURUSD5.csv", "--time-zone", "Europe/Athens") == 0
 
@@ -89,9 +97,7 @@ def test_histdata_minutes_are_fixed_est_and_compose_5m_and_15m_without_storing_1
 def test_a_sqlite_cache_is_found_by_its_columns_and_says_which_were_used(
     db: psycopg.Connection, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cache = tmp_path / "cache.sqlite"
-    with sqlite3.connect(cache) as lite:
-        lite.executescript((FIX / "bot_cache.sql").read_text())
+    cache = bot_cache(tmp_path)
     assert run_import(db_url, cache) == 0
 
     assert [(r[0], r[1], r[2], r[6], r[9]) for r in rows(db)] == [
@@ -152,9 +158,8 @@ def test_a_file_that_names_no_known_pair_is_refused(
 def test_an_unknown_pair_in_a_cache_row_is_counted_by_reason(
     db: psycopg.Connection, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cache = tmp_path / "cache.sqlite"
+    cache = bot_cache(tmp_path)
     with sqlite3.connect(cache) as lite:
-        lite.executescript((FIX / "bot_cache.sql").read_text())
         lite.execute("INSERT INTO price_cache VALUES ('IX.D.FTSE.DAILY.IP', 'MINUTE_5', 1705309200, 1, 1, 1, 1, 0)")
         lite.execute("INSERT INTO price_cache VALUES ('XAU/USD', 'MINUTE_5', 1705309200, 1, 1, 1, 1, 0)")
     assert run_import(db_url, cache) == 1
@@ -184,9 +189,12 @@ def stream_candle(bucket: dt.datetime, tf: str = "5m", complete: bool = True) ->
     return Candle("EURUSD", tf, ms, 2.0, 2.1, 1.9, 2.05, 2.0001, 2.1001, 1.9001, 2.0501, 7, complete, "stream", ms, ms)
 
 
-def test_an_import_never_overwrites_a_stream_or_rest_candle(db: psycopg.Connection, db_url: str) -> None:
+def stream_and_rest(db: psycopg.Connection, db_url: str, *, stream_complete: bool) -> None:
+    """EURUSD 5m 09:00 from the stream (through the writer) and 09:05 from REST (through
+    store_rest_candles), the two paths that write candles besides the importer."""
     w = Writer(db_url, ["EURUSD"])
-    w.submit_candles([stream_candle(at(2024, 1, 15, 9, 0))], "closed")
+    w.submit_candles([stream_candle(at(2024, 1, 15, 9, 0), complete=stream_complete)],
+                     "closed" if stream_complete else "forming")  # fmt: skip
     w.flush()
     w.close()
     db.execute(
@@ -194,6 +202,10 @@ def test_an_import_never_overwrites_a_stream_or_rest_candle(db: psycopg.Connecti
         ('[{"pair": "EURUSD", "timeframe": "5m", "bucket": "2024-01-15T09:05:00Z", "bid_open": 3, "bid_high": 3,'
          ' "bid_low": 3, "bid_close": 3, "ask_open": 3, "ask_high": 3, "ask_low": 3, "ask_close": 3, "ticks": 9}]',),
     )  # fmt: skip
+
+
+def test_an_import_never_overwrites_a_stream_or_rest_candle(db: psycopg.Connection, db_url: str) -> None:
+    stream_and_rest(db, db_url, stream_complete=True)
 
     assert run_import(db_url, FIX / "EURUSD5.csv", "--time-zone", "Europe/Athens") == 0
     got = {(r[2].minute, r[1]): (r[3], r[11]) for r in rows(db, "timeframe = '5m'")}
@@ -203,15 +215,7 @@ def test_an_import_never_overwrites_a_stream_or_rest_candle(db: psycopg.Connecti
 
 def test_a_later_stream_or_rest_candle_replaces_an_imported_one(db: psycopg.Connection, db_url: str) -> None:
     assert run_import(db_url, FIX / "EURUSD5.csv", "--time-zone", "Europe/Athens") == 0
-    w = Writer(db_url, ["EURUSD"])
-    w.submit_candles([stream_candle(at(2024, 1, 15, 9, 0), complete=False)], "forming")
-    w.flush()
-    w.close()
-    db.execute(
-        "SELECT store_rest_candles(%s::jsonb)",
-        ('[{"pair": "EURUSD", "timeframe": "5m", "bucket": "2024-01-15T09:05:00Z", "bid_open": 3, "bid_high": 3,'
-         ' "bid_low": 3, "bid_close": 3, "ask_open": 3, "ask_high": 3, "ask_low": 3, "ask_close": 3, "ticks": 9}]',),
-    )  # fmt: skip
+    stream_and_rest(db, db_url, stream_complete=False)
 
     got = {r[2].minute: (r[3], r[10], r[11]) for r in rows(db, "timeframe = '5m'")}
     assert got[0] == (2.0, False, "stream") and got[5] == (3.0, True, "rest") and got[10] == (1.0959, True, "import")

@@ -39,10 +39,4 @@ def read(path: Path, rows: Iterator[tuple[int, list[str]]], opts: m.Options, p: 
         except ValueError:
             p.reject(line, m.BAD_TIME, f[0])
             continue
-        try:
-            o, h, lo, c = (m.number(x) for x in f[1:5])
-            ticks = int(float(f[5])) if len(f) > 5 and f[5].strip() else 0
-        except ValueError as e:
-            p.reject(line, m.NON_NUMERIC, str(e))
-            continue
-        p.rows.append((line, m.mid_candle(pair, tf, m.local_to_ms(local, zone), o, h, lo, c, ticks)))
+        m.add_mid_bar(p, line, pair, tf, m.local_to_ms(local, zone), f[1:6])

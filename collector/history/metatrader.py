@@ -89,10 +89,4 @@ def read(path: Path, rows: Iterator[tuple[int, list[str]]], opts: m.Options, p: 
         except ValueError:
             p.reject(line, m.BAD_TIME, f"{f[0]} {f[1]}")
             continue
-        try:
-            o, h, lo, c = (m.number(x) for x in f[2:6])
-            ticks = int(float(f[6])) if len(f) > 6 and f[6].strip() else 0
-        except ValueError as e:
-            p.reject(line, m.NON_NUMERIC, str(e))
-            continue
-        p.rows.append((line, m.mid_candle(pair, tf, m.local_to_ms(local, opts.zone), o, h, lo, c, ticks)))
+        m.add_mid_bar(p, line, pair, tf, m.local_to_ms(local, opts.zone), f[2:7])

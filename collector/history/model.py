@@ -138,6 +138,17 @@ def mid_candle(pair: str, tf: str, bucket_ms: int, o: float, h: float, lo: float
     return Candle(pair, tf, bucket_ms, o, h, lo, c, o, h, lo, c, ticks, True, "import")
 
 
+def add_mid_bar(p: Parsed, line: int, pair: str, tf: str, bucket_ms: int, fields: Sequence[str]) -> None:
+    """`fields` = open, high, low, close[, volume] as text: a mid candle, or a rejection."""
+    try:
+        o, h, lo, c = (number(x) for x in fields[:4])
+        ticks = int(float(fields[4])) if len(fields) > 4 and fields[4].strip() else 0
+    except ValueError as e:
+        p.reject(line, NON_NUMERIC, str(e))
+        return
+    p.rows.append((line, mid_candle(pair, tf, bucket_ms, o, h, lo, c, ticks)))
+
+
 def check(c: Candle) -> str | None:
     """The reason a parsed candle cannot be stored, or None."""
     sides = ((c.bid_open, c.bid_high, c.bid_low, c.bid_close), (c.ask_open, c.ask_high, c.ask_low, c.ask_close))

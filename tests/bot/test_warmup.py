@@ -17,7 +17,7 @@ from trading_bot import market_hours as mh
 from trading_bot.config import load_bot_settings
 from trading_bot.freshness import store_candles
 from trading_bot.market_data import MarketData
-from trading_bot.warmup import apply_plan, make_plan, stored_candles
+from trading_bot.warmup import WarmupPlan, WarmupResult, apply_plan, make_plan, stored_candles
 
 from .botkit import insert_candles, market_series, ms, utc
 
@@ -77,6 +77,25 @@ def test_the_stream_alone_gets_there_after_the_missing_bars_of_market_time(store
     assert plan.items[0].stream_eta == dt.datetime(2025, 1, 21, 14, 0, tzinfo=dt.UTC)
 
 
+def apply_with_simulator(
+    sim: Simulator, db_url: str, pool: ConnectionPool, plan: WarmupPlan, budget: RestBudget
+) -> list[WarmupResult]:
+    """`trading-bot warmup --apply` against the simulator: the bot's REST client and stores."""
+    settings = load_bot_settings(
+        database_url=db_url, ig_username=sim.username, ig_password=sim.password, ig_api_key=sim.api_key,
+        ig_api_url=sim.url,
+    )  # fmt: skip
+    client = RestClient(settings, spender="trading_bot", reserve_points=budget.reserve_points, now_ms=sim.now_ms)
+    market = MarketData(pool)
+    try:
+        return apply_plan(
+            plan, client, lambda c: store_candles(pool, c), budget.available,
+            lambda p, tf, lo, hi: stored_candles(market, p, tf, lo, hi),
+        )  # fmt: skip
+    finally:
+        client.logout()
+
+
 def test_apply_buys_5m_composes_15m_then_buys_as_much_older_15m_as_the_budget_allows(
     db: psycopg.Connection, db_url: str, pool: ConnectionPool
 ) -> None:
@@ -94,20 +113,10 @@ def test_apply_buys_5m_composes_15m_then_buys_as_much_older_15m_as_the_budget_al
             "INSERT INTO rest_allowance (remaining, total, expires_at, updated_by) VALUES (545, 10000, %s, 'test')",
             (expiry,),
         )
-        settings = load_bot_settings(
-            database_url=db_url, ig_username=sim.username, ig_password=sim.password, ig_api_key=sim.api_key,
-            ig_api_url=sim.url,
-        )  # fmt: skip
         budget = RestBudget(db_url, "trading_bot", reserve_points=500)
         market = MarketData(pool)
         plan = make_plan(market, ["EURUSD"], ["5m", "15m"], 40, budget.available(), sim_now)
-        client = RestClient(settings, spender="trading_bot", reserve_points=500, now_ms=sim.now_ms)
-
-        results = apply_plan(
-            plan, client, lambda c: store_candles(pool, c), budget.available,
-            lambda p, tf, lo, hi: stored_candles(market, p, tf, lo, hi),
-        )  # fmt: skip
-        client.logout()
+        results = apply_with_simulator(sim, db_url, pool, plan, budget)
 
     # 30 5m (08:40-11:05) make 08:45-11:45 whole: 3 new 15m composed; 27 older 15m missing, 15 affordable.
     assert [(r.timeframe, r.asked, r.stored, r.note) for r in results] == [
@@ -133,22 +142,12 @@ def test_a_warmup_of_28_pairs_from_nothing_spends_exactly_9352_points(
         pairs=PAIRS, start_ms=ms(sim_now), ticks_per_second=0.0, seed=17,
         history_ms=60 * 3_600_000, history_ticks=420_000,
     ) as sim:  # fmt: skip
-        settings = load_bot_settings(
-            database_url=db_url, ig_username=sim.username, ig_password=sim.password, ig_api_key=sim.api_key,
-            ig_api_url=sim.url,
-        )  # fmt: skip
         budget = RestBudget(db_url, "trading_bot", reserve_points=500)
         market = MarketData(pool)
         plan = make_plan(market, PAIRS, ["5m", "15m"], 200, budget.available(), sim_now)
         assert plan.total_cost == 28 * (200 + 134) == 9352
         assert plan.available_points == 9500 and sum(plan.fundable().values()) == 9352
-        client = RestClient(settings, spender="trading_bot", reserve_points=500, now_ms=sim.now_ms)
-
-        results = apply_plan(
-            plan, client, lambda c: store_candles(pool, c), budget.available,
-            lambda p, tf, lo, hi: stored_candles(market, p, tf, lo, hi),
-        )  # fmt: skip
-        client.logout()
+        results = apply_with_simulator(sim, db_url, pool, plan, budget)
         stats = sim.stats()
 
     assert stats["rest_candles_served"] == 9352
