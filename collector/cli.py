@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "simulator": "collector.simulator.cli",
     "status": "collector.status",
     "audit": "collector.audit",
+    "import": "collector.importer",
+    "export": "collector.exporter",
 }
 
 

@@ -7,6 +7,8 @@ no credential ever appears in a metric.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -17,6 +19,7 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 PREFIX = "ig_collector"
 
@@ -35,6 +38,29 @@ CANDLE_KINDS = ("forming", "closed", "correction", "rest")
 QUARANTINE_KINDS = ("tick", "candle", "repair", "coverage")
 AUDIT_CLASSES = ("stream", "rest", "import", "pending", "unrecoverable", "empty", "quiet", "not_covered", "unaccounted")
 RECONNECT_CAUSES = ("server_error", "server_end", "stale", "token", "login_failed", "startup")
+# Points spent this allowance period by every spender (collector and bot), from rest_spend.
+SPEND_PURPOSES = ("repair", "backfill", "warmup", "bot_fallback", "other")
+
+
+class PeriodSpendCollector:
+    """`ig_collector_rest_points_period{purpose}`, read from the database at scrape time: the
+    bot's spends are in rest_spend too, and no process-local counter sees them."""
+
+    def __init__(self, read: Callable[[], dict[str, int] | None]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        by = self._read()
+        if by is None:
+            return  # database away: no sample rather than a wrong zero
+        g = GaugeMetricFamily(
+            f"{PREFIX}_rest_points_period",
+            "REST points spent this IG allowance period by every spender, by purpose",
+            labels=["purpose"],
+        )
+        for purpose in SPEND_PURPOSES:
+            g.add_metric([purpose], by.get(purpose, 0))
+        yield g
 
 
 class Metrics:
@@ -202,6 +228,12 @@ class Metrics:
             self.logins.labels(result)
         for purpose in ("repair", "backfill"):
             self.rest_points.labels(purpose)
+
+    def track_period_spend(self, database_url: str) -> None:
+        """Export points spent this allowance period by purpose (call once at start)."""
+        from .status import read_period_spend
+
+        self.registry.register(PeriodSpendCollector(lambda: read_period_spend(database_url)))
 
     def set_stream_state(self, state: str) -> None:
         for s in STREAM_STATES:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import urllib.request
+from dataclasses import dataclass
 
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
@@ -14,7 +15,59 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import load_settings
-from .metrics import PREFIX
+from .metrics import PREFIX, SPEND_PURPOSES
+
+WEEK = dt.timedelta(days=7)
+# rest_spend.purpose as each spender writes it -> the purpose shown and exported.
+PURPOSE_OF = {
+    "repair": "repair",
+    "gap": "backfill",
+    "backfill": "backfill",
+    "warmup": "warmup",
+    "freshness": "bot_fallback",
+}
+PURPOSE_NAMES = {"repair": "repair", "backfill": "backfill", "warmup": "warm-up", "bot_fallback": "bot fallback",
+                 "other": "other"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PeriodSpend:
+    """Points spent since IG's allowance period began, by every spender, by purpose."""
+
+    since: dt.datetime
+    resets: dt.datetime | None
+    by_purpose: dict[str, int]  # every SPEND_PURPOSES key, zero when nothing was spent
+    remaining: int | None
+    total: int | None
+
+
+def period_spend(conn: psycopg.Connection, now: dt.datetime) -> PeriodSpend:
+    """The period is the week before IG's expiry (the allowance resets then); once that has
+    passed, everything since the reset; with no allowance known yet, the last 7 days."""
+    a = conn.execute("SELECT remaining, total, expires_at FROM rest_allowance").fetchone()
+    if a is None:
+        since, resets, remaining, total = now - WEEK, None, None, None
+    else:
+        remaining, total, resets = a
+        since = resets - WEEK if resets > now else resets
+        if resets <= now:
+            remaining, resets = total, None  # IG has reset the allowance; nothing known spent since
+    by = dict.fromkeys(SPEND_PURPOSES, 0)
+    for purpose, points in conn.execute(
+        "SELECT purpose, sum(points) FROM rest_spend WHERE time >= %s GROUP BY purpose", (since,)
+    ).fetchall():
+        by[PURPOSE_OF.get(purpose, "other")] += int(points)
+    return PeriodSpend(since, resets, by, remaining, total)
+
+
+def read_period_spend(url: str) -> dict[str, int] | None:
+    """For the metric at scrape time: None when the database does not answer."""
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=3, application_name="ig-collector metrics") as c:
+            return period_spend(c, dt.datetime.now(dt.UTC)).by_purpose
+    except psycopg.Error:
+        return None
+
 
 HELP = "print stream state, tick age per pair, newest candles and the REST allowance"
 
@@ -88,4 +141,11 @@ def main(args: argparse.Namespace) -> int:
             console.print(f"REST allowance: {a[0]}/{a[1]}, resets {a[2]:%Y-%m-%d %H:%M} UTC{flag}")
         else:
             console.print("REST allowance: not yet known (no REST call made)")
+        spend = period_spend(conn, now)
+        parts = ", ".join(f"{PURPOSE_NAMES[k]} {v}" for k, v in spend.by_purpose.items())
+        left = "unknown" if spend.remaining is None else str(spend.remaining)
+        console.print(
+            f"REST points this period (since {spend.since:%Y-%m-%d %H:%M} UTC): {sum(spend.by_purpose.values())} "
+            f"spent ({parts}); {left} remain"
+        )
     return 0 if ok else 1

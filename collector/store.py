@@ -87,7 +87,8 @@ _INSERT_TICKS = (
     "INSERT INTO ticks (time, pair, bid, ask, received_at) "
     "SELECT time, pair, bid, ask, received_at FROM _stage_ticks ON CONFLICT DO NOTHING"
 )
-# A REST row (always complete) is never touched; a forming row never replaces a complete one.
+# A REST row (always complete) is never touched; a forming row never replaces a complete one;
+# an imported row (sql/011) always gives way: the stream is the authority for a bucket it saw.
 _UPSERT_CANDLES = f"""
 INSERT INTO candles AS c ({_CANDLE_COLS}, source, updated_at)
 SELECT {_CANDLE_COLS}, 'stream', now() FROM _stage_candles
@@ -95,9 +96,9 @@ ON CONFLICT (pair, timeframe, bucket) DO UPDATE SET
     bid_open = EXCLUDED.bid_open, bid_high = EXCLUDED.bid_high, bid_low = EXCLUDED.bid_low,
     bid_close = EXCLUDED.bid_close, ask_open = EXCLUDED.ask_open, ask_high = EXCLUDED.ask_high,
     ask_low = EXCLUDED.ask_low, ask_close = EXCLUDED.ask_close, ticks = EXCLUDED.ticks,
-    complete = EXCLUDED.complete, updated_at = now(),
+    complete = EXCLUDED.complete, source = 'stream', updated_at = now(),
     open_time = EXCLUDED.open_time, close_time = EXCLUDED.close_time
-WHERE c.source = 'stream' AND (EXCLUDED.complete OR NOT c.complete)
+WHERE c.source = 'import' OR (c.source = 'stream' AND (EXCLUDED.complete OR NOT c.complete))
 RETURNING pair, timeframe, bucket"""
 _NOTIFY = "SELECT pg_notify(%s, x) FROM unnest(%s::text[]) AS x"
 # Every flag, whoever raised it, goes through one SQL function with one conflict rule

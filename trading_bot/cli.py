@@ -180,39 +180,48 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     from collector.ig_rest import RestBudget, RestClient
 
     from .freshness import store_candles
-    from .warmup import CANDLE_TIMEFRAMES, apply_plan, make_plan
+    from .warmup import CANDLE_TIMEFRAMES, apply_plan, make_plan, stored_candles
 
     settings = _settings(args)
     pairs = _pairs(args, settings)
     timeframes = _timeframes(args, settings, CANDLE_TIMEFRAMES) if args.timeframe else list(CANDLE_TIMEFRAMES)
     target = args.target or settings.warmup_target_bars
-    budget = RestBudget(settings.database_url or "", "trading_bot", settings.bot_rest_reserve_points)
+    reserve = settings.bot_rest_reserve_points if args.reserve is None else args.reserve
+    budget = RestBudget(settings.database_url or "", "trading_bot", reserve)
     console = Console()
     now = dt.datetime.now(dt.UTC)
     with _market(settings) as market:
         plan = make_plan(market, pairs, timeframes, target, budget.available(), now)
         fundable = plan.fundable()
-        table = Table(title=f"Warm-up to {target} bars (15m first)", title_justify="left")
-        for col in ("pair", "tf", "bars", "missing", "REST points", "fundable now", "stream alone reaches it"):
+        table = Table(title=f"Warm-up to {target} bars (5m first; 15m composed from them, then bought)",
+                      title_justify="left")  # fmt: skip
+        cols = ("pair", "tf", "bars", "composed (free)", "missing", "REST points", "fundable now",
+                "stream alone reaches it")  # fmt: skip
+        for col in cols:
             table.add_column(col, justify="left" if col in ("pair", "tf", "stream alone reaches it") else "right")
         for it in plan.items:
-            eta = "now" if not it.missing else it.stream_eta.strftime("%a %Y-%m-%d %H:%M UTC")
+            eta = "now" if it.bars >= it.target else it.stream_eta.strftime("%a %Y-%m-%d %H:%M UTC")
             table.add_row(
-                it.pair, it.timeframe, str(it.bars), str(it.missing), str(it.cost_points),
+                it.pair, it.timeframe, str(it.bars), str(it.composed), str(it.missing), str(it.cost_points),
                 str(fundable[(it.pair, it.timeframe)]), eta,
             )  # fmt: skip
         console.print(table)
+        short = plan.total_cost - plan.available_points
         console.print(
             f"total {plan.total_cost} points; the budget allows {plan.available_points} now "
-            f"(IG remaining minus a reserve of {settings.bot_rest_reserve_points}, TRADING_BOT_REST_RESERVE_POINTS)"
+            f"(IG remaining minus a reserve of {reserve}, --reserve or TRADING_BOT_REST_RESERVE_POINTS)"
+            + (f"; {short} short: wait for the weekly reset or lower the reserve" if short > 0 else "")
         )
         if not args.apply:
             return 0
         if not settings.can_use_rest:
             raise ConfigError("--apply needs IG_USERNAME, IG_PASSWORD and IG_API_KEY")
-        client = RestClient(settings, spender="trading_bot", reserve_points=settings.bot_rest_reserve_points)
+        client = RestClient(settings, spender="trading_bot", reserve_points=reserve)
         try:
-            results = apply_plan(plan, client, lambda candles: store_candles(market.pool, candles), budget.available)
+            results = apply_plan(
+                plan, client, lambda candles: store_candles(market.pool, candles), budget.available,
+                lambda pair, tf, lo, hi: stored_candles(market, pair, tf, lo, hi),
+            )  # fmt: skip
         finally:
             client.logout()
     done = Table(title="Warm-up applied", title_justify="left")
@@ -268,16 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "warmup", help="plan or buy the history MA-200 needs",
-        description="Per pair and timeframe: bars stored, REST points to reach the target, what the shared "
-        "budget allows now, and when the stream alone gets there (market hours aware). --apply spends "
-        "within the budget, 15m first.",
+        description="Per pair and timeframe: bars stored (streamed, bought or imported), 15m bars composed "
+        "for free from 5m, REST points to reach the target, what the shared budget allows now, and when the "
+        "stream alone gets there (market hours aware). --apply buys 5m first, composes 15m from them, then "
+        "buys only the older 15m still missing: 28 x (200 + 134) = 9,352 points for 28 pairs from nothing.",
     )  # fmt: skip
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--plan", action="store_true", help="show the plan, spend nothing")
-    mode.add_argument("--apply", action="store_true", help="buy the missing bars within the budget, 15m first")
+    mode.add_argument("--apply", action="store_true", help="buy the missing bars within the budget, 5m first")
     p.add_argument("--pair", action="append", help="pair(s) (default: TRADING_BOT_PAIRS)")
     p.add_argument("--timeframe", action="append", help="15m and/or 5m (default: both)")
     p.add_argument("--target", type=int, help="bars to reach (default TRADING_BOT_WARMUP_TARGET_BARS, 200)")
+    p.add_argument(
+        "--reserve", type=int, metavar="POINTS",
+        help="points left for the collector this run (default TRADING_BOT_REST_RESERVE_POINTS, 2000): a first "
+        "warm-up of 28 pairs needs 9,352, so lower it to 500 when nothing else needs REST yet",
+    )  # fmt: skip
     p.set_defaults(func=cmd_warmup)
 
     p = sub.add_parser(
