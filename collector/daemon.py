@@ -293,6 +293,8 @@ class Daemon:
         self.clock = clock or make_clock(settings.clock, settings.ig_api_url)
         self.metrics = metrics or Metrics()
         self.metrics.init_labels(settings.pairs, settings.timeframes)
+        with contextlib.suppress(ValueError):  # already tracked by a registry shared in tests
+            self.metrics.track_period_spend(self.url)
         self.notifier = Notifier()
         self.writer = Writer.from_settings(settings, self.url, on_flush=self._on_flush, wall_ms=self.clock.now_ms)
         self.book = RepairBook(self.writer)  # flags become durable with the candles they concern

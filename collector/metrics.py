@@ -7,6 +7,7 @@ no credential ever appears in a metric.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import (
@@ -229,11 +230,22 @@ class Metrics:
         for purpose in ("repair", "backfill"):
             self.rest_points.labels(purpose)
 
-    def track_period_spend(self, database_url: str) -> None:
-        """Export points spent this allowance period by purpose (call once at start)."""
+    def track_period_spend(self, database_url: str, every_s: float = 60.0) -> None:
+        """Export points spent this allowance period by purpose (call once at start). Read on a
+        thread of its own every `every_s`: a scrape never waits for a database that is away."""
+        import threading
+
         from .status import read_period_spend
 
-        self.registry.register(PeriodSpendCollector(lambda: read_period_spend(database_url)))
+        latest: list[dict[str, int] | None] = [read_period_spend(database_url)]
+
+        def refresh() -> None:
+            while True:
+                time.sleep(every_s)
+                latest[0] = read_period_spend(database_url)
+
+        self.registry.register(PeriodSpendCollector(lambda: latest[0]))
+        threading.Thread(target=refresh, name="spend-metric", daemon=True).start()
 
     def set_stream_state(self, state: str) -> None:
         for s in STREAM_STATES:

@@ -48,7 +48,7 @@ def test_after_the_reset_the_period_starts_again_at_the_full_allowance(db: psyco
     assert (got.by_purpose["repair"], got.remaining, got.resets) == (28, 10000, None)
 
 
-def test_the_metric_reads_the_period_spend_at_scrape_time(db: psycopg.Connection, db_url: str) -> None:
+def test_the_metric_shows_the_period_spend_read_from_the_database(db: psycopg.Connection, db_url: str) -> None:
     spend(db, "trading_bot", "warmup", 9352, dt.timedelta(hours=1))
     m = Metrics()
     m.track_period_spend(db_url)
