@@ -110,14 +110,13 @@ class Coverage:
         """Why a bucket the stream did not cover whole is owed nothing, or None when it is owed
         a repair: the collector flags every bucket between an interval's end and the next start
         (within the backfill age) when it resumes, and the buckets an interval starts in."""
-        k = bisect.bisect_left(self._starts, end_ms)  # intervals starting at or after the bucket's end
-        before = [i for i in self.intervals[:k] if i.start_ms < end_ms]
-        if not before:
+        if not self.intervals or end_ms <= self.intervals[0].start_ms:
             return "before_first_start"
-        if k == len(self.intervals) and before[-1].end_ms is not None:
-            return f"collector_{before[-1].end_reason or 'stopped'}"  # not resumed yet: it will bracket this
-        nxt = self.intervals[k] if k < len(self.intervals) else None
-        if nxt is not None and start_ms < nxt.start_ms - self.backfill_max_age_ms:
+        last = self.intervals[-1]
+        if last.end_ms is not None and end_ms > last.end_ms:
+            return f"collector_{last.end_reason or 'stopped'}"  # not resumed since: it will bracket this
+        k = bisect.bisect_right(self._starts, start_ms)  # the first interval starting inside or after it
+        if k < len(self.intervals) and start_ms < self.intervals[k].start_ms - self.backfill_max_age_ms:
             return "older_than_backfill_age"
         return None
 
@@ -212,7 +211,9 @@ def run_audit(
     pairs = tuple(pairs or settings.pairs)
     timeframes = tuple(timeframes or settings.timeframes)
     until_ms = min(until_ms, now_ms - SETTLED_MS - settings.close_grace_ms)
-    lo, hi = ms_to_dt(since_ms), ms_to_dt(max(until_ms, since_ms))
+    hi = ms_to_dt(max(until_ms, since_ms))
+    widest = max(tfs.length_ms(tf) for tf in timeframes)
+    lo = ms_to_dt(since_ms - since_ms % widest)  # every bucket of the range starts at or after it
     cov = Coverage(
         [
             Interval(dt_to_ms(s), None if e is None else dt_to_ms(e), r)

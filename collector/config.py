@@ -216,9 +216,9 @@ class Settings(BaseSettings):
     @field_validator("backfill_timeframes", mode="before")
     @classmethod
     def _backfill_timeframes(cls, v: Any) -> tuple[str, ...] | None:
-        if v is None:
-            return None
-        items = [t.strip() for t in (v.split(",") if isinstance(v, str) else v) if str(t).strip()]
+        items = [t.strip() for t in (v.split(",") if isinstance(v, str) else v or ()) if str(t).strip()]
+        if not items:
+            return None  # unset or empty: every configured timeframe
         for t in items:
             tfs.minutes(t)
         return tuple(dict.fromkeys(items))

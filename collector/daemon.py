@@ -673,8 +673,6 @@ class Daemon:
         last = self.consumer.last_tick_ms()
         if last is not None and self.consumer.gap_start is None:
             self.writer.submit_coverage(CoverageMark(up=False, at_ms=last, reason="stopped"))
-        if last is not None:
-            self.flag_gap(last, last, "stopped")  # the buckets the stop cuts in two are partial
         self.repairs.stop()
         self.auditor.stop()
         self._sync_metrics()

@@ -106,6 +106,14 @@ def main(args: argparse.Namespace) -> int:
         received = sum(m.get(f"{PREFIX}_ticks_received_total", {}).values())
         reconnects = sum(m.get(f"{PREFIX}_stream_reconnects_total", {}).values())
         console.print(f"stream: [bold]{state}[/]  ticks received {received:.0f}  reconnects {reconnects:.0f}  ({murl})")
+        audited = sum(m.get(f"{PREFIX}_audit_last_run_timestamp_seconds", {}).values())
+        if audited:
+            una = sum(m.get(f"{PREFIX}_unaccounted_buckets", {}).values())
+            dif = sum(m.get(f"{PREFIX}_candles_differing_from_ticks", {}).values())
+            colour = "green" if una == 0 and dif == 0 else "red"
+            when = dt.datetime.fromtimestamp(audited, dt.UTC)
+            console.print(f"audit of the last 24 h at {when:%H:%M} UTC: [{colour}]{una:.0f} buckets unaccounted, "
+                          f"{dif:.0f} candles differing from their ticks[/]")  # fmt: skip
     except OSError as e:
         ok = False
         console.print(f"[red]collector metrics unreachable at {murl}: {e}[/] - is `ig-collector run` running?")
@@ -135,6 +143,17 @@ def main(args: argparse.Namespace) -> int:
         pending = conn.execute("SELECT count(*) FROM candle_repairs WHERE resolved_at IS NULL").fetchone()[0]
         unrec = conn.execute("SELECT count(*) FROM candle_repairs WHERE resolution = 'unrecoverable'").fetchone()[0]
         console.print(f"repairs pending: {pending}; unrecoverable: {unrec}")
+        quarantined = conn.execute("SELECT count(*), max(at) FROM quarantine").fetchone()
+        if quarantined[0]:
+            console.print(f"[red]rows refused by the database and quarantined: {quarantined[0]} (last at "
+                          f"{quarantined[1]:%Y-%m-%d %H:%M} UTC)[/]: see the quarantine table")  # fmt: skip
+        cov = conn.execute(
+            "SELECT started_at, ended_at, end_reason FROM stream_coverage ORDER BY started_at DESC LIMIT 1"
+        ).fetchone()
+        if cov:
+            since = f"streaming since {cov[0]:%Y-%m-%d %H:%M:%S} UTC" if cov[1] is None else (
+                f"last covered {cov[0]:%Y-%m-%d %H:%M} to {cov[1]:%Y-%m-%d %H:%M} UTC ({cov[2]})")  # fmt: skip
+            console.print(f"stream coverage: {since}")
         a = conn.execute("SELECT remaining, total, expires_at, exhausted FROM rest_allowance").fetchone()
         if a:
             flag = " [red]EXHAUSTED[/]" if a[3] else ""

@@ -274,6 +274,7 @@ def test_coverage_tells_a_gap_owed_a_repair_from_one_not_yet_bracketed() -> None
     assert cov.covers(T, T + 5 * M) and not cov.covers(T + 5 * M, T + 15 * M)
     assert cov.uncovered_reason(T - 10 * M, T - 5 * M) == "before_first_start"
     assert cov.uncovered_reason(T + 15 * M, T + 20 * M) is None  # resumed since: the start must have flagged it
+    assert cov.uncovered_reason(T + 35 * M, T + 45 * M) == "collector_stopped"  # ends past the last interval
     assert cov.uncovered_reason(T + 45 * M, T + 50 * M) == "collector_stopped"
 
 

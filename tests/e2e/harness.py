@@ -85,6 +85,7 @@ class CollectorProcess:
             COLLECTOR_CLOCK="simulator", COLLECTOR_METRICS_PORT=str(self.metrics_port),
             COLLECTOR_LOG_FORMAT="json", COLLECTOR_LOG_LEVEL="INFO",
             COLLECTOR_REST_REQUESTS_PER_MINUTE="6000", COLLECTOR_STALE_AFTER_S="240",
+            COLLECTOR_STATE_DIR=str(self.workdir / "state"),
         )  # fmt: skip
         env.update(self.env_extra)
         return env

@@ -33,6 +33,10 @@ from typing import Any
 import psycopg
 
 from collector import timeframes as tfs
+from collector.audit import Class as AuditClass
+from collector.audit import Verdict as AuditVerdict
+from collector.audit import run_audit
+from collector.config import load_settings
 from collector.simulator.server import Simulator
 from collector.simulator.truth import Key
 from collector.store import ms_to_dt
@@ -267,9 +271,27 @@ class Scenario:
         )
         return {(p, tf, _ms(b)) for p, tf, b in rows}
 
+    def audit(self, since_ms: int, until_ms: int) -> AuditVerdict:
+        """`ig-collector audit` over the range, as a user would run it on their database."""
+        settings = load_settings(timeframes=",".join(TIMEFRAMES))
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            return run_audit(conn, settings, since_ms, until_ms, self.sim.now_ms())
+
+    def assert_audit_clean(self, since_ms: int, until_ms: int) -> AuditVerdict:
+        v = self.audit(since_ms, until_ms)
+        self.notes["audit"] = {"unaccounted": v.count(AuditClass.UNACCOUNTED), "differing": len(v.differing),
+                               "checked_against_ticks": v.checked_against_ticks, "classes": v.classes}  # fmt: skip
+        assert v.ok, (
+            f"{self.name}: the audit found {v.count(AuditClass.UNACCOUNTED)} unaccounted buckets "
+            f"(e.g. {v.unaccounted[:5]}) and {len(v.differing)} candles differing from ticks ({v.differing[:5]})"
+        )
+        return v
+
     def verdict(self, covered_from_ms: int, covered_to_ms: int) -> Verdict:
         """Ground truth against the database; asserts nothing is wrong and nothing is silently
-        missing. Returns the figures for further, scenario-specific assertions."""
+        missing, and that the audit (which knows no ground truth) agrees. Returns the figures
+        for further, scenario-specific assertions."""
+        self.assert_audit_clean(covered_from_ms, covered_to_ms)
         cmp = compare(self.db_url, self.sim, TIMEFRAMES, covered_from_ms, covered_to_ms)
         assert cmp.mismatches == [], f"{self.name}: {len(cmp.mismatches)} candles differ: {cmp.mismatches[:5]}"
         reported = self.reported_buckets()

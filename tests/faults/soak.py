@@ -48,6 +48,8 @@ import numpy as np
 import psycopg
 
 from collector import devdb, tickfile
+from collector.audit import Class as AuditClass
+from collector.audit import run_audit
 from collector.config import load_settings
 from collector.migrate import migrate
 from collector.models import Tick
@@ -381,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
                 conn.execute("SELECT coalesce(resolution, 'pending'), count(*) FROM candle_repairs GROUP BY 1")
             )
         unexplained = [k for k in cmp.missing if k not in reported]
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            audit = run_audit(conn, load_settings(timeframes="5m,15m"), covered_from, covered_to, sim.now_ms())
         total = summed(incs, P)
         wall = time.monotonic() - t_start
         received = sum(v for k, v in total.items() if k.startswith(f"{P}_ticks_received_total{{"))
@@ -449,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
             "rss_flat": flat_verdict,
             "rss_timeline": "\n|\n".join(timeline),
             "verdict": verdict,
+            "audit": f"{audit.count(AuditClass.UNACCOUNTED)} unaccounted, {len(audit.differing)} of "
+            f"{audit.checked_against_ticks} stream candles differ from their ticks; classes {audit.classes}",
             "mismatches": cmp.mismatches[:20],
             "unexplained": [list(k) for k in unexplained[:20]],
             "end_state": {"alive": alive, "stream_connected": connected, "exit_code": code},
@@ -464,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = (
             not cmp.mismatches
             and not unexplained
+            and audit.ok
             and alive
             and connected == 1
             and code == 0
