@@ -25,8 +25,10 @@ import psycopg
 from . import logs
 from . import timeframes as tfs
 from .config import Settings
+from .ig_convention import PriceScale, RestTimeConvention, Window, price_scale
 from .market_hours import market_buckets
 from .models import Candle
+from .pairs import pair_from_epic
 
 log = logging.getLogger(__name__)
 
@@ -158,22 +160,19 @@ class RestBudget:
         )
 
 
-def _fmt(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
 def _parse_utc(s: str) -> int:
     return int(dt.datetime.fromisoformat(s).replace(tzinfo=dt.UTC).timestamp() * 1000)
 
 
-def candle_from_ig(pair: str, timeframe: str, p: dict[str, Any]) -> Candle:
-    """One `prices[]` entry of `/prices` v3 as a REST candle keyed by its UTC bucket start."""
+def candle_from_ig(pair: str, timeframe: str, p: dict[str, Any], scale: PriceScale | None = None) -> Candle:
+    """One `prices[]` entry of `/prices` v3 as a REST candle keyed by its UTC bucket start, its
+    prices as FX rates (a spread bet's points divided by the market's `scale`)."""
 
     def px(field: str, side: str) -> float:
         v = p[field][side]
         if v is None:
             raise ValueError(f"{pair} {p.get('snapshotTimeUTC')}: {field}.{side} is null")
-        return float(v)
+        return scale.rate(v) if scale is not None and scale.scaled else float(v)
 
     return Candle(
         pair=pair, timeframe=timeframe, bucket_ms=_parse_utc(p["snapshotTimeUTC"]),
@@ -210,6 +209,9 @@ class RestClient:
         now = self._now_dt if budget_on_clock else _utcnow
         self.budget = RestBudget(url, spender, reserve, now=now) if url else None
         self._svc: Any = None
+        # Learned from IG's answers, never configured: see collector/ig_convention.py.
+        self.convention = RestTimeConvention()
+        self.scales: dict[str, PriceScale] = {}  # pair -> how its quotes are scaled
         for secret in (settings.ig_password, settings.ig_api_key):
             if secret is not None:
                 logs.register_secret(secret.get_secret_value())
@@ -282,7 +284,18 @@ class RestClient:
                 f"epic {epic} is not available to this account ({body.get('errorCode', status)}); "
                 "check IG_EPIC_SUFFIX (.CFD.IP, .MINI.IP or .TODAY.IP) for your account type"
             )
+        pair = pair_from_epic(epic)
+        try:
+            self.scales[pair] = price_scale(pair, body)
+        except ValueError as e:
+            raise RestError(str(e)) from None
         return body
+
+    def scale(self, pair: str) -> PriceScale:
+        """How IG scales this pair's quotes (asks `/markets` once: no allowance points)."""
+        if pair not in self.scales:
+            self.check_epic(self.settings.epic(pair))
+        return self.scales[pair]
 
     # --- prices -------------------------------------------------------------------------------
     def estimate_points(self, timeframe: str, start_ms: int, end_ms: int) -> int:
@@ -304,8 +317,18 @@ class RestClient:
             return []
         if self.budget:
             self.budget.check(points)
-        epic = self.settings.epic(pair)
-        params = {"resolution": resolution, "from": _fmt(start_ms), "to": _fmt(end_ms), "pageSize": 0}
+        epic, scale = self.settings.epic(pair), self.scale(pair)
+        got: dict[int, Candle] = {}
+        for window in self.convention.windows(start_ms, end_ms, tf_ms, self._now_ms()):
+            prices = self._fetch_window(pair, epic, resolution, window, start_ms, end_ms, purpose)
+            self.convention.learn(window, prices)
+            got.update((c.bucket_ms, c) for c in (candle_from_ig(pair, timeframe, p, scale) for p in prices))
+        return [got[b] for b in sorted(got) if start_ms <= b <= end_ms]
+
+    def _fetch_window(self, pair: str, epic: str, resolution: str, window: Window, start_ms: int, end_ms: int,
+                      purpose: str) -> list[dict[str, Any]]:  # fmt: skip
+        """One `/prices` request; every returned price is recorded as spent."""
+        params = {"resolution": resolution, "from": window.from_text, "to": window.to_text, "pageSize": 0}
         status, body = self._get(f"/prices/{epic}", params, version="3")
         allowance = (body.get("metadata") or {}).get("allowance")
         if status == 403 and body.get("errorCode") == ALLOWANCE_EXCEEDED:
@@ -315,14 +338,13 @@ class RestClient:
         if status != 200:
             raise RestError(f"IG /prices for {epic} failed: HTTP {status} {body.get('errorCode', '')}; will retry")
         prices = body.get("prices") or []
-        candles = [candle_from_ig(pair, timeframe, p) for p in prices]
         if self.budget:
             self.budget.record(
                 allowance, points=len(prices), pair=pair, resolution=resolution,
                 range_from=dt.datetime.fromtimestamp(start_ms / 1000, dt.UTC),
                 range_to=dt.datetime.fromtimestamp(end_ms / 1000, dt.UTC), purpose=purpose,
             )  # fmt: skip
-        return [c for c in candles if start_ms <= c.bucket_ms <= end_ms]
+        return prices
 
     def logout(self) -> None:
         if self._svc is not None:
