@@ -147,9 +147,7 @@ class RestTimeConvention:
         if probe is not None:
             yield probe
         if self.reading is None:
-            log.warning(
-                "IG's REST time convention is still unknown; asking in UTC", extra={"from_ms": start_ms}
-            )
+            log.warning("IG's REST time convention is still unknown; asking in UTC", extra={"from_ms": start_ms})
             self.reading = UTC_READING
         for lo, hi in _ranges_without(start_ms, end_ms, tf_ms, self._got):
             yield self.texts(lo, hi)

@@ -8,10 +8,11 @@ trading-ig sends DELETE as `POST` with a `_method: DELETE` header, so that is ho
 Decisions for behaviour IG does not document (keep the collector's tests honest):
 - `from` / `to` must be exactly `yyyy-MM-ddTHH:mm:ss`, as IG documents them; anything else
   (`2020/09/01T00:00:00`, a space for `T`, a zone suffix, month 13) gets 400 with errorCode
-  `Unable to parse datetime=<value>`, as IG's v3 answers (trading-ig issue 217). They are read in `rest_time_zone` (`--rest-time-zone`): `UTC` by default, or e.g.
-  `Europe/London`, the account's time zone, as IG is believed to read them for UK accounts
-  (README "IG specifics"). A local time that does not exist or repeats at a clock change is
-  taken at its first occurrence. `snapshotTime` is always UK local, `snapshotTimeUTC` UTC.
+  `Unable to parse datetime=<value>`, as IG's v3 answers (trading-ig issue 217). They are read
+  in `rest_time_zone` (`--rest-time-zone`): `UTC` by default, or e.g. `Europe/London`, the
+  account's time zone, as IG is believed to read them for UK accounts (README "IG specifics").
+  A local time that does not exist or repeats at a clock change is taken at its first occurrence.
+  `snapshotTime` is always UK local, `snapshotTimeUTC` UTC.
 - Spread-bet epics (`.TODAY.IP`) are quoted scaled, as IG quotes them: the rate times the market
   snapshot's `scalingFactor` (10,000; 100 for JPY pairs), with `decimalPlacesFactor` (1) decimals,
   in REST prices, the market snapshot and the stream alike. CFD epics quote the rate.
@@ -513,6 +514,7 @@ class RestApi:
         if page and (allowance.remaining <= 0 or len(page) > allowance.remaining):
             return error(403, ERR_ALLOWANCE)
         allowance.remaining -= len(page)
+
         def px(bid: float, ask: float) -> dict[str, float | None]:
             return {"bid": scaled(bid, pair, epic), "ask": scaled(ask, pair, epic), "lastTraded": None}
 
