@@ -137,3 +137,19 @@ def test_learning_needs_a_bucket_that_only_one_reading_explains() -> None:
     winter = RestTimeConvention()
     winter.learn(Window("2026-01-15T10:00:00", "2026-01-15T10:00:00"), [{"snapshotTimeUTC": "2026-01-15T10:00:00"}])
     assert winter.reading is None
+
+
+def test_day_candles_start_at_midnight_uk_time() -> None:
+    start = int(dt.datetime(2026, 7, 15, 2, 0, tzinfo=dt.UTC).timestamp() * 1000)
+    with Simulator(seed=3, pairs=["EURUSD"], ticks_per_second=0.0, start_ms=start, history_ms=4 * 3_600_000,
+                   history_ticks=400) as sim:  # fmt: skip
+        client = _client(sim)
+        status, body = client._get(
+            "/prices/CS.D.EURUSD.CFD.IP", {"resolution": "DAY", "from": "2026-07-14T00:00:00",
+                                          "to": "2026-07-15T02:00:00", "pageSize": 0}, version="3",
+        )  # fmt: skip
+        assert status == 200
+        (day,) = body["prices"]
+        assert (day["snapshotTimeUTC"], day["snapshotTime"]) == ("2026-07-14T23:00:00", "2026/07/15 00:00:00")
+        midnight_uk = start - 3 * 3_600_000
+        assert day["lastTradedVolume"] == len(sim.ticks("EURUSD", from_ms=midnight_uk))
