@@ -32,12 +32,15 @@ def _settle_and_stop(c: CollectorProcess) -> int:
 
     def repaired() -> bool:
         with psycopg.connect(c.db_url) as conn:
-            return conn.execute(
-                "SELECT count(*) FROM candle_repairs WHERE resolved_at IS NULL AND bucket + "
-                "(CASE timeframe WHEN '5m' THEN interval '5 min' ELSE interval '15 min' END) "
-                "< to_timestamp(%s / 1000.0) - interval '2 min'",
-                (covered_to,),
-            ).fetchone()[0] == 0
+            return (
+                conn.execute(
+                    "SELECT count(*) FROM candle_repairs WHERE resolved_at IS NULL AND bucket + "
+                    "(CASE timeframe WHEN '5m' THEN interval '5 min' ELSE interval '15 min' END) "
+                    "< to_timestamp(%s / 1000.0) - interval '2 min'",
+                    (covered_to,),
+                ).fetchone()[0]
+                == 0
+            )
 
     wait_for(repaired, 90, "REST repairs of closed buckets")
     assert c.stop() == 0
