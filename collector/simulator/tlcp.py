@@ -583,13 +583,14 @@ class TlcpServer:
         return resp
 
     async def http_control(self, request: web.Request) -> web.StreamResponse:
-        """Control requests of an HTTP-bound session, one per line; acks in this response."""
-        session = self.sessions.get(request.query.get("LS_session", ""))
+        """Control requests of HTTP-bound sessions, one per line; acks in this response."""
         out: list[str] = []
         for line in (await request.text()).split("\r\n"):
             if not line:
                 continue
             params = parse_params(line)
+            # 2.4.0 clients name the session in the query, 2.1.0 (npm 8.x) in each request line.
+            session = self.sessions.get(params.get("LS_session") or request.query.get("LS_session", ""))
             if session is None or session.closed:
                 out.append(f"REQERR,{params.get('LS_reqId', '0')},20,{percent('Session not found')}")
                 continue
