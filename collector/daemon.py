@@ -518,6 +518,7 @@ class Daemon:
         self.stream = StreamClient(
             self.session, self.epics, self.consumer.updates, self._on_stream_event, self.clock.now_ms,
             max_queue=self.settings.buffer_max_ticks, on_overflow=self.consumer.overflow,
+            scales=self.rest.scales, on_transport=self.metrics.set_stream_transport,  # issue 14's hook
         )  # fmt: skip
         self._set_status("CONNECTING")
         self.stream.connect()

@@ -25,8 +25,10 @@ import psycopg
 from . import logs
 from . import timeframes as tfs
 from .config import Settings
+from .ig_convention import PriceScale, RestTimeConvention, Window, price_scale
 from .market_hours import market_buckets
 from .models import Candle
+from .pairs import pair_from_epic
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +164,6 @@ class RestBudget:
         )
 
 
-def _fmt(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
 def _parse_utc(s: str) -> int:
     return int(dt.datetime.fromisoformat(s).replace(tzinfo=dt.UTC).timestamp() * 1000)
 
@@ -177,7 +175,9 @@ def _bucket_of(p: Any) -> int | None:
         return None
 
 
-def parse_prices(pair: str, timeframe: str, prices: list[Any]) -> tuple[list[Candle], dict[int, str]]:
+def parse_prices(
+    pair: str, timeframe: str, prices: list[Any], scale: PriceScale | None = None
+) -> tuple[list[Candle], dict[int, str]]:
     """The candles of a `/prices` answer, and the buckets whose entry is unusable (a null price,
     a missing field) with the reason: those are skipped and reported, never retried (IG would
     charge again for the same answer)."""
@@ -185,7 +185,7 @@ def parse_prices(pair: str, timeframe: str, prices: list[Any]) -> tuple[list[Can
     invalid: dict[int, str] = {}
     for p in prices:
         try:
-            candles.append(candle_from_ig(pair, timeframe, p))
+            candles.append(candle_from_ig(pair, timeframe, p, scale))
         except (KeyError, TypeError, ValueError) as e:
             bucket = _bucket_of(p)
             log.warning("IG sent an unusable candle; skipped", extra={"pair": pair, "timeframe": timeframe,
@@ -196,14 +196,15 @@ def parse_prices(pair: str, timeframe: str, prices: list[Any]) -> tuple[list[Can
     return candles, invalid
 
 
-def candle_from_ig(pair: str, timeframe: str, p: dict[str, Any]) -> Candle:
-    """One `prices[]` entry of `/prices` v3 as a REST candle keyed by its UTC bucket start."""
+def candle_from_ig(pair: str, timeframe: str, p: dict[str, Any], scale: PriceScale | None = None) -> Candle:
+    """One `prices[]` entry of `/prices` v3 as a REST candle keyed by its UTC bucket start, its
+    prices as FX rates (a spread bet's points divided by the market's `scale`)."""
 
     def px(field: str, side: str) -> float:
         v = p[field][side]
         if v is None:
             raise ValueError(f"{pair} {p.get('snapshotTimeUTC')}: {field}.{side} is null")
-        return float(v)
+        return scale.rate(v) if scale is not None and scale.scaled else float(v)
 
     return Candle(
         pair=pair, timeframe=timeframe, bucket_ms=_parse_utc(p["snapshotTimeUTC"]),
@@ -240,6 +241,9 @@ class RestClient:
         now = self._now_dt if budget_on_clock else _utcnow
         self.budget = RestBudget(url, spender, reserve, now=now) if url else None
         self._svc: Any = None
+        # Learned from IG's answers, never configured: see collector/ig_convention.py.
+        self.convention = RestTimeConvention()
+        self.scales: dict[str, PriceScale] = {}  # pair -> how its quotes are scaled
         # Buckets of the last fetch that IG answered (and charged) with an unusable candle.
         self.invalid_buckets: dict[int, str] = {}
         for secret in (settings.ig_password, settings.ig_api_key):
@@ -317,7 +321,18 @@ class RestClient:
                 f"epic {epic} is not available to this account ({body.get('errorCode', status)}); "
                 "check IG_EPIC_SUFFIX (.CFD.IP, .MINI.IP or .TODAY.IP) for your account type"
             )
+        pair = pair_from_epic(epic)
+        try:
+            self.scales[pair] = price_scale(pair, body)
+        except ValueError as e:
+            raise RestError(str(e)) from None
         return body
+
+    def scale(self, pair: str) -> PriceScale:
+        """How IG scales this pair's quotes (asks `/markets` once: no allowance points)."""
+        if pair not in self.scales:
+            self.check_epic(self.settings.epic(pair))
+        return self.scales[pair]
 
     # --- prices -------------------------------------------------------------------------------
     def estimate_points(self, timeframe: str, start_ms: int, end_ms: int) -> int:
@@ -342,8 +357,21 @@ class RestClient:
             return []
         if self.budget:
             self.budget.check(points)
-        epic = self.settings.epic(pair)
-        params = {"resolution": resolution, "from": _fmt(start_ms), "to": _fmt(end_ms), "pageSize": 0}
+        epic, scale = self.settings.epic(pair), self.scale(pair)
+        got: dict[int, Candle] = {}
+        for window in self.convention.windows(start_ms, end_ms, tf_ms, self._now_ms()):
+            # The spend is recorded inside, before any answer is parsed: paid points are never lost.
+            prices = self._fetch_window(pair, epic, resolution, window, start_ms, end_ms, purpose)
+            self.convention.learn(window, prices)
+            candles, invalid = parse_prices(pair, timeframe, prices, scale)
+            self.invalid_buckets.update(invalid)
+            got.update((c.bucket_ms, c) for c in candles)
+        return [got[b] for b in sorted(got) if start_ms <= b <= end_ms]
+
+    def _fetch_window(self, pair: str, epic: str, resolution: str, window: Window, start_ms: int, end_ms: int,
+                      purpose: str) -> list[dict[str, Any]]:  # fmt: skip
+        """One `/prices` request; every returned price is recorded as spent."""
+        params = {"resolution": resolution, "from": window.from_text, "to": window.to_text, "pageSize": 0}
         status, body = self._get(f"/prices/{epic}", params, version="3")
         allowance = (body.get("metadata") or {}).get("allowance")
         if status == 403 and body.get("errorCode") == ALLOWANCE_EXCEEDED:
@@ -353,15 +381,13 @@ class RestClient:
         if status != 200:
             raise RestError(f"IG /prices for {epic} failed: HTTP {status} {body.get('errorCode', '')}; will retry")
         prices = body.get("prices") or []
-        # The points are spent once IG answered: record them before anything can fail.
         if self.budget:
             self.budget.record(
                 allowance, points=len(prices), pair=pair, resolution=resolution,
                 range_from=dt.datetime.fromtimestamp(start_ms / 1000, dt.UTC),
                 range_to=dt.datetime.fromtimestamp(end_ms / 1000, dt.UTC), purpose=purpose,
             )  # fmt: skip
-        candles, self.invalid_buckets = parse_prices(pair, timeframe, prices)
-        return [c for c in candles if start_ms <= c.bucket_ms <= end_ms]
+        return prices
 
     def logout(self) -> None:
         if self._svc is not None:

@@ -3,22 +3,64 @@
 The library runs every listener callback on a single thread, so callbacks here only append to
 a deque (thread-safe, no lock) and return; the consumer drains it. Status changes and server
 errors go to the supervisor through `on_event`, which must be just as quick.
+
+Transports: IG's Lightstreamer serves WebSocket, HTTP streaming and HTTP polling, and proxies
+often block WebSocket. The client falls back by itself (WebSocket create fails -> HTTP create ->
+the best transport that works); should WebSocket keep failing without a session ever coming up,
+HTTP is forced after `FORCE_HTTP_AFTER` failed attempts. The transport in use is logged and
+handed to `on_transport` (the daemon's `ig_collector_stream_transport` gauge).
+
+Spread-bet epics stream points (13681.4 for 1.36814): `scales` turns them into FX rates before
+anything else sees them, so validation, candles and the database hold the same units for every
+account type (collector/ig_convention.py).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from . import ls_speedups
+from .ig_convention import PriceScale
 from .ig_rest import IGSession
 
 log = logging.getLogger(__name__)
 
 FIELDS = ("BID", "OFR", "UTM")
+TRANSPORTS = ("WS-STREAMING", "HTTP-STREAMING", "WS-POLLING", "HTTP-POLLING")
+FORCE_HTTP_AFTER = 3  # consecutive failed connection attempts before WebSocket is given up
+
+
+class TransportWatch:
+    """Follows the client's status: reports each new transport, and after `force_after`
+    consecutive failed attempts without a session asks for HTTP (`force` is then called once)."""
+
+    def __init__(self, on_transport: Callable[[str], None], force: Callable[[str], None], force_after: int) -> None:
+        self.on_transport, self.force, self.force_after = on_transport, force, force_after
+        self.transport: str | None = None
+        self.failures = 0
+        self.forced = False
+
+    def status(self, status: str) -> None:
+        kind, _, transport = status.partition(":")
+        if kind == "CONNECTED" and transport in TRANSPORTS:
+            self.failures = 0
+            if transport != self.transport:
+                self.transport = transport
+                log.info("stream transport", extra={"transport": transport, "forced": self.forced})
+                self.on_transport(transport)
+        elif status == "DISCONNECTED:WILL-RETRY" and self.transport is None:
+            self.failures += 1
+            if self.failures >= self.force_after and not self.forced:
+                self.forced = True
+                log.warning(
+                    "WebSocket keeps failing; forcing HTTP streaming (a proxy may block WebSocket)",
+                    extra={"failed_attempts": self.failures},
+                )
+                self.force("HTTP")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +107,9 @@ class StreamClient:
         on_overflow: Callable[[RawUpdate], None],
         stalled_timeout_ms: int = 2000,
         reconnect_timeout_ms: int = 3000,
+        scales: Mapping[str, PriceScale] | None = None,  # pair -> quote scale (spread bets)
+        on_transport: Callable[[str], None] | None = None,
+        force_http_after: int = FORCE_HTTP_AFTER,
     ) -> None:
         from lightstreamer.client import (
             ClientListener,
@@ -85,17 +130,23 @@ class StreamClient:
         # session plus our REST repair of the gap is simpler to reason about.
         client.connectionOptions.setSessionRecoveryTimeout(0)
         item_pair = self._item_pair
+        item_scale = {
+            item: scales[pair] for item, pair in item_pair.items() if scales and pair in scales and scales[pair].scaled
+        }
+        self.transport = TransportWatch(
+            on_transport or (lambda t: None), client.connectionOptions.setForcedTransport, force_http_after
+        )
+        watch = self.transport
 
         class _Updates(SubscriptionListener):  # runs on the library's event thread
             def onItemUpdate(self, u: Any) -> None:
-                r = RawUpdate(
-                    item_pair.get(u.getItemName(), ""),
-                    u.getValue("BID"),
-                    u.getValue("OFR"),
-                    u.getValue("UTM"),
-                    now_ms(),
-                    bool(u.isSnapshot()),
-                )
+                item = u.getItemName()
+                bid, ofr = u.getValue("BID"), u.getValue("OFR")
+                if item_scale:  # a spread-bet account: points -> FX rates
+                    scale = item_scale.get(item)
+                    if scale is not None:
+                        bid, ofr = scale.rate_text(bid), scale.rate_text(ofr)
+                r = RawUpdate(item_pair.get(item, ""), bid, ofr, u.getValue("UTM"), now_ms(), bool(u.isSnapshot()))
                 if len(updates) >= max_queue:
                     on_overflow(r)
                 else:
@@ -112,6 +163,7 @@ class StreamClient:
 
         class _Status(ClientListener):
             def onStatusChange(self, status: str) -> None:
+                watch.status(status)
                 on_event(StreamEvent("status", status=status))
 
             def onServerError(self, code: int, message: str) -> None:

@@ -38,6 +38,7 @@ STREAM_STATES = ("CONNECTING", "CONNECTED", "STALLED", "DISCONNECTED", "RETRYING
 CANDLE_KINDS = ("forming", "closed", "correction", "rest")
 QUARANTINE_KINDS = ("tick", "candle", "repair", "coverage")
 AUDIT_CLASSES = ("stream", "rest", "import", "pending", "unrecoverable", "empty", "quiet", "not_covered", "unaccounted")
+STREAM_TRANSPORTS = ("WS-STREAMING", "HTTP-STREAMING", "WS-POLLING", "HTTP-POLLING")
 RECONNECT_CAUSES = ("server_error", "server_end", "stale", "token", "login_failed", "startup")
 # Points spent this allowance period by every spender (collector and bot), from rest_spend.
 SPEND_PURPOSES = ("repair", "backfill", "warmup", "bot_fallback", "other")
@@ -128,6 +129,12 @@ class Metrics:
         self.stream_state = Gauge(
             f"{p}_stream_state", "1 for the current stream state, 0 for the others", ["state"], registry=r
         )
+        self.stream_transport = Gauge(
+            f"{p}_stream_transport",
+            "1 for the Lightstreamer transport in use (WebSocket or HTTP, streaming or polling)",
+            ["transport"],
+            registry=r,
+        )
         self.reconnects = Counter(
             f"{p}_stream_reconnects_total",
             "Reconnects the collector started, by cause",
@@ -209,6 +216,8 @@ class Metrics:
             self.stream_state.labels(state).set(0)
         for cause in RECONNECT_CAUSES:
             self.reconnects.labels(cause)
+        for transport in STREAM_TRANSPORTS:
+            self.stream_transport.labels(transport).set(0)
 
     def init_labels(self, pairs: tuple[str, ...], timeframes: tuple[str, ...]) -> None:
         """Create every bounded label child at zero, so rates and alerts see a series from the
@@ -251,6 +260,11 @@ class Metrics:
         for s in STREAM_STATES:
             self.stream_state.labels(s).set(1 if s == state else 0)
         self.stream_connected.set(1 if state == "CONNECTED" else 0)
+
+    def set_stream_transport(self, transport: str) -> None:
+        """The transport the stream uses now (the last one it connected on)."""
+        for t in STREAM_TRANSPORTS:
+            self.stream_transport.labels(t).set(1 if t == transport else 0)
 
     def serve(self, host: str, port: int) -> tuple[object, object]:
         """Expose /metrics; loopback by default (COLLECTOR_METRICS_HOST)."""

@@ -1,4 +1,4 @@
-"""Run the IG simulator: IG's REST gateway and Lightstreamer (TLCP 2.4.0) on loopback.
+"""Run the IG simulator: IG's REST gateway and Lightstreamer (TLCP 2.1.0-2.4.0) on loopback.
 
 The real trading-ig and Lightstreamer client talk to it as to IG, so the collector, the demo and
 the benchmarks run without an IG account. Point the collector at it with the printed
@@ -49,6 +49,17 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
+def _zone(text: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(text)
+    except (ValueError, ZoneInfoNotFoundError):
+        msg = f"unknown time zone {text!r}; use UTC or an IANA name like Europe/London"
+        raise argparse.ArgumentTypeError(msg) from None
+    return text
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     p.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
@@ -67,6 +78,20 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keepalive-ms", type=_positive(int), default=5000, help="Lightstreamer keepalive (CONOK)")
     p.add_argument("--allowance", type=int, default=10_000, help="weekly REST historical-data points")
     p.add_argument("--token-ttl", type=float, default=12 * 3600.0, metavar="S", help="idle CST/XST lifetime (s)")
+    p.add_argument(
+        "--rest-time-zone",
+        type=_zone,
+        default="UTC",
+        metavar="ZONE",
+        help="time zone REST /prices reads from/to in: UTC (default) or e.g. Europe/London, as IG is believed to",
+    )
+    p.add_argument(
+        "--http-content-length",
+        type=_positive(int),
+        default=None,
+        metavar="BYTES",
+        help="cap on an HTTP-streaming response before the client must rebind (default: the client's)",
+    )
     p.add_argument("--api-key", default="sim-key")
     p.add_argument("--username", default="sim-user")
     p.add_argument("--password", default="sim-pass")
@@ -95,6 +120,8 @@ def main(args: argparse.Namespace) -> int:
         account_id=args.account_id,
         history_ms=int(args.history_hours * 3_600_000),
         history_ticks=args.history_ticks,
+        rest_time_zone=args.rest_time_zone,
+        http_content_length=args.http_content_length,
     )
     stop = threading.Event()
 

@@ -17,6 +17,8 @@ import random
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -35,7 +37,7 @@ BASE_MID: dict[str, float] = {
 
 _MAJORS = {"EURUSD", "GBPUSD", "USDJPY", "USDCHF", "AUDUSD", "NZDUSD", "USDCAD"}
 
-# IG REST resolutions the simulator serves, in milliseconds (all epoch-aligned in UTC).
+# IG REST resolutions the simulator serves, in milliseconds (epoch-aligned; DAY at UK midnight).
 RESOLUTIONS_MS: dict[str, int] = {
     "SECOND": 1_000, "MINUTE": 60_000, "MINUTE_2": 120_000, "MINUTE_3": 180_000,
     "MINUTE_5": 300_000, "MINUTE_10": 600_000, "MINUTE_15": 900_000, "MINUTE_30": 1_800_000,
@@ -47,6 +49,54 @@ RESOLUTIONS_MS: dict[str, int] = {
 STREAM_SCALES_MS: dict[str, int] = {"SECOND": 1_000, "1MINUTE": 60_000, "5MINUTE": 300_000, "HOUR": 3_600_000}
 
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+UK = ZoneInfo("Europe/London")
+
+
+def _uk_transitions(first_year: int, last_year: int) -> np.ndarray:
+    """UTC instants (ms) where UK time changes: BST starts/ends at 01:00 UTC on the last Sunday
+    of March/October. Alternating start, end, start, ... so an odd count before t means BST."""
+    out = []
+    for y in range(first_year, last_year + 1):
+        for month in (3, 10):
+            last = datetime(y, month, 31, 1, tzinfo=UTC)
+            last -= timedelta(days=(last.weekday() + 1) % 7)
+            out.append(int(last.timestamp() * 1000))
+    return np.array(out, dtype=np.int64)
+
+
+def uk_offsets(t: np.ndarray) -> np.ndarray:
+    """UK's UTC offset (ms) at each instant of `t` (epoch ms), vectorised."""
+    if len(t) == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo = datetime.fromtimestamp(int(t.min()) / 1000, UTC).year - 1
+    hi = datetime.fromtimestamp(int(t.max()) / 1000, UTC).year + 1
+    n = np.searchsorted(_uk_transitions(lo, hi), t, side="right")
+    return np.where(n % 2 == 1, HOUR_MS, 0).astype(np.int64)
+
+
+def bucket_starts(t: np.ndarray, tf_ms: int) -> np.ndarray:
+    """Bucket start of each time: epoch-aligned, except DAY, which starts at midnight UK time
+    (IG's FX daily figures reset then; reference/ig-streaming.md and README "IG specifics")."""
+    if tf_ms != DAY_MS:
+        return t - t % tf_ms
+    local = t + uk_offsets(t)
+    day_local = local - local % DAY_MS
+    # At local midnight the day's own change (01:00 UTC) has not happened yet: take the offset
+    # two hours before, which is the one in force at that midnight.
+    return day_local - uk_offsets(day_local - 2 * HOUR_MS)
+
+
+def bucket_start(ms: int, tf_ms: int) -> int:
+    return int(bucket_starts(np.array([ms], dtype=np.int64), tf_ms)[0])
+
+
+def bucket_ceil(ms: int, tf_ms: int) -> int:
+    """The first bucket start at or after `ms`."""
+    if tf_ms != DAY_MS:
+        return -(-ms // tf_ms) * tf_ms
+    b = bucket_start(ms, DAY_MS)
+    return b if b == ms else bucket_start(b + DAY_MS + 2 * HOUR_MS, DAY_MS)  # UK days are 23-25 h
 
 
 def price_digits(pair: str) -> int:
@@ -188,7 +238,7 @@ class TickStore:
         """
         t, p, b, a = self.view()
         mask = p == self.index[pair]
-        buckets = t - t % tf_ms
+        buckets = bucket_starts(t, tf_ms)
         if from_bucket is not None:
             mask &= buckets >= from_bucket
         if to_bucket is not None:
@@ -218,7 +268,7 @@ class TickStore:
         """Start of the earliest of the last `count` non-empty buckets at or before `up_to_bucket`."""
         t, p, _, _ = self.view()
         sel = t[p == self.index[pair]]
-        bks = np.unique(sel - sel % tf_ms)
+        bks = np.unique(bucket_starts(sel, tf_ms))
         bks = bks[bks <= up_to_bucket]
         if len(bks) == 0 or count <= 0:
             return None
@@ -304,7 +354,7 @@ class StreamCandles:
 
 @dataclass(slots=True)
 class DayStats:
-    """IG's DAY_* fields (mid prices) for one pair; the day is the UTC calendar day here."""
+    """IG's DAY_* fields (mid prices) for one pair; the day starts at midnight UK time."""
 
     day_ms: int = -1
     open_mid: float = math.nan
@@ -314,7 +364,9 @@ class DayStats:
 
     def add(self, time_ms: int, bid: float, ask: float) -> None:
         mid = (bid + ask) / 2
-        day = time_ms - time_ms % DAY_MS
+        day = self.day_ms
+        if not (day <= time_ms < day + DAY_MS - HOUR_MS):  # a UK day is at least 23 h long
+            day = bucket_start(time_ms, DAY_MS)
         if day > self.day_ms:
             self.day_ms, self.open_mid, self.high, self.low = day, mid, mid, mid
         elif day == self.day_ms:

@@ -6,14 +6,22 @@ v3 logins with an `oauthToken` body and then `Authorization: Bearer` + `IG-ACCOU
 trading-ig sends DELETE as `POST` with a `_method: DELETE` header, so that is honoured too.
 
 Decisions for behaviour IG does not document (keep the collector's tests honest):
-- `from` / `to` are `yyyy-MM-ddTHH:mm:ss` (also accepted: a space for `T`, `/` for `-`) and are
-  read as **UTC** here (IG reads them in the account's time zone, which is UK time for UK accounts).
+- `from` / `to` must be exactly `yyyy-MM-ddTHH:mm:ss`, as IG documents them; anything else
+  (`2020/09/01T00:00:00`, a space for `T`, a zone suffix, month 13) gets 400 with errorCode
+  `Unable to parse datetime=<value>`, as IG's v3 answers (trading-ig issue 217). They are read
+  in `rest_time_zone` (`--rest-time-zone`): `UTC` by default, or e.g. `Europe/London`, the
+  account's time zone, as IG is believed to read them for UK accounts (README "IG specifics").
+  A local time that does not exist or repeats at a clock change is taken at its first occurrence.
+  `snapshotTime` is always UK local, `snapshotTimeUTC` UTC.
+- Spread-bet epics (`.TODAY.IP`) are quoted scaled, as IG quotes them: the rate times the market
+  snapshot's `scalingFactor` (10,000; 100 for JPY pairs), with `decimalPlacesFactor` (1) decimals,
+  in REST prices, the market snapshot and the stream alike. CFD epics quote the rate.
 - A candle is returned when its bucket **start** lies in `[from, to]`, both inclusive (like IG).
   `to` defaults to now, `from` to the beginning of the data. Without `from`/`to`, the last `max`
   (default 10) non-empty buckets are returned.
 - The forming bucket (start <= now < end) is returned like IG does, with its values so far, so a
   caller must itself skip buckets that have not closed on `/_sim/clock`. Buckets starting after
-  now are never returned. Empty buckets have no candle. DAY buckets are UTC days.
+  now are never returned. Empty buckets have no candle. DAY buckets start at midnight UK time.
 - Each returned candle costs one allowance point. A page needing more points than remain is
   refused with 403 `error.public-api.exceeded-account-historical-data-allowance` and costs nothing;
   responses without candles are free. The allowance resets 7 days (simulator clock) after start.
@@ -24,11 +32,13 @@ Decisions for behaviour IG does not document (keep the collector's tests honest)
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -36,7 +46,7 @@ from aiohttp import web
 
 from collector.pairs import PAIRS
 
-from .market import RESOLUTIONS_MS, DayStats, price_digits
+from .market import RESOLUTIONS_MS, DayStats, bucket_ceil, bucket_start, price_digits
 
 if TYPE_CHECKING:
     from .server import SimCore
@@ -56,6 +66,7 @@ ERR_ALLOWANCE = "error.public-api.exceeded-account-historical-data-allowance"
 ERR_EPIC_UNAVAILABLE = "error.service.marketdata.instrument.epic.unavailable"
 ERR_UNSUPPORTED_EPIC = "error.unsupported.epic"
 ERR_MALFORMED_DATE = "error.malformed.date"
+ERR_UNPARSABLE_DATE = "Unable to parse datetime={}"  # v3's errorCode, with the value (trading-ig#217)
 ERR_INVALID_DATERANGE = "error.invalid.daterange"
 ERR_INVALID_RESOLUTION = "error.invalid.resolution"
 ERR_SYSTEM = "system.error"
@@ -202,11 +213,34 @@ class Allowance:
         }
 
 
-def parse_ig_time(text: str) -> int:
-    """`yyyy-MM-ddTHH:mm:ss` (UTC in this simulator) -> epoch ms; ValueError when malformed."""
-    norm = text.strip().replace("/", "-").replace(" ", "T")
-    dt = datetime.strptime(norm, "%Y-%m-%dT%H:%M:%S")
-    return int(dt.replace(tzinfo=UTC).timestamp() * 1000)
+IG_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
+
+
+def parse_ig_time(text: str, zone: tzinfo = UTC) -> int:
+    """`yyyy-MM-ddTHH:mm:ss` read in `zone` -> epoch ms; ValueError for any other format."""
+    if not IG_TIME_RE.fullmatch(text):
+        raise ValueError(f"{text!r} is not yyyy-MM-ddTHH:mm:ss")
+    dt = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S")
+    return int(dt.replace(tzinfo=zone).timestamp() * 1000)
+
+
+def is_spreadbet(epic: str) -> bool:
+    return epic.endswith(".TODAY.IP")
+
+
+def quote_scale(pair: str, epic: str) -> tuple[int, int]:
+    """(scalingFactor, decimalPlacesFactor) of the epic's quotes: a spread bet is quoted in
+    points (the rate times 10,000, or 100 for JPY pairs, to one decimal); a CFD quotes the rate."""
+    digits = price_digits(pair)
+    return (10 ** (digits - 1), 1) if is_spreadbet(epic) else (10 ** (digits - 1), digits)
+
+
+def scaled(x: float, pair: str, epic: str) -> float:
+    """A rate as the epic quotes it (exact in decimal, then the nearest float)."""
+    if not is_spreadbet(epic):
+        return x
+    factor, places = quote_scale(pair, epic)
+    return float(round(Decimal(repr(x)) * factor, places))
 
 
 def utc_text(ms: int) -> str:
@@ -430,7 +464,8 @@ class RestApi:
         s = self._authenticate(request)
         if isinstance(s, web.Response):
             return s
-        pair = pair_of_epic(request.match_info["epic"])
+        epic = request.match_info["epic"]
+        pair = pair_of_epic(epic)
         if pair is None:
             return error(400, ERR_UNSUPPORTED_EPIC)
         q = request.query
@@ -438,9 +473,15 @@ class RestApi:
         tf_ms = RESOLUTIONS_MS.get(resolution)
         if tf_ms is None:
             return error(400, ERR_INVALID_RESOLUTION)
+        zone = core.rest_time_zone
+        times: dict[str, int | None] = {}
+        for name in ("from", "to"):
+            try:
+                times[name] = parse_ig_time(q[name], zone) if q.get(name) else None
+            except ValueError:
+                return error(400, ERR_UNPARSABLE_DATE.format(q[name]))
+        from_ms, to_ms = times["from"], times["to"]
         try:
-            from_ms = parse_ig_time(q["from"]) if q.get("from") else None
-            to_ms = parse_ig_time(q["to"]) if q.get("to") else None
             max_points = int(q.get("max", "10"))
             page_size = int(q.get("pageSize", "20"))
             page_number = max(1, int(q.get("pageNumber", "1")))
@@ -451,14 +492,14 @@ class RestApi:
 
         core.advance()
         now_ms = core.clock.now_ms()
-        now_bucket = now_ms - now_ms % tf_ms
+        now_bucket = bucket_start(now_ms, tf_ms)
         if from_ms is None and to_ms is None:
             first = core.store.last_buckets(pair, tf_ms, now_bucket, max_points)
             lo, hi = (first, now_bucket) if first is not None else (now_bucket + 1, now_bucket)
         else:
             # Buckets whose start is in [from, to]; `to` never reaches past the forming bucket.
-            lo = None if from_ms is None else -(-from_ms // tf_ms) * tf_ms
-            hi = now_bucket if to_ms is None else min(to_ms - to_ms % tf_ms, now_bucket)
+            lo = None if from_ms is None else bucket_ceil(from_ms, tf_ms)
+            hi = now_bucket if to_ms is None else min(bucket_start(to_ms, tf_ms), now_bucket)
         candles = core.store.candles(pair, tf_ms, lo, hi) if lo is None or lo <= hi else []
 
         total = len(candles)
@@ -473,14 +514,18 @@ class RestApi:
         if page and (allowance.remaining <= 0 or len(page) > allowance.remaining):
             return error(403, ERR_ALLOWANCE)
         allowance.remaining -= len(page)
+
+        def px(bid: float, ask: float) -> dict[str, float | None]:
+            return {"bid": scaled(bid, pair, epic), "ask": scaled(ask, pair, epic), "lastTraded": None}
+
         prices = [
             {
                 "snapshotTime": uk_text(c.bucket_ms),
                 "snapshotTimeUTC": utc_text(c.bucket_ms),
-                "openPrice": {"bid": c.bid_open, "ask": c.ask_open, "lastTraded": None},
-                "closePrice": {"bid": c.bid_close, "ask": c.ask_close, "lastTraded": None},
-                "highPrice": {"bid": c.bid_high, "ask": c.ask_high, "lastTraded": None},
-                "lowPrice": {"bid": c.bid_low, "ask": c.ask_low, "lastTraded": None},
+                "openPrice": px(c.bid_open, c.ask_open),
+                "closePrice": px(c.bid_close, c.ask_close),
+                "highPrice": px(c.bid_high, c.ask_high),
+                "lowPrice": px(c.bid_low, c.ask_low),
                 "lastTradedVolume": c.ticks,
             }
             for c in page
@@ -503,15 +548,17 @@ def market_details(
     epic: str, pair: str, quote: tuple[float, float], now_ms: int, day: DayStats | None
 ) -> dict[str, Any]:
     """`GET /markets/{epic}` v3 body in IG's shape (instrument, dealingRules, snapshot); the day's
-    change, high and low are mid prices of the UTC day, as in the stream's DAY_* fields."""
+    change, high and low are mid prices of the UK day, as in the stream's DAY_* fields; a spread
+    bet's prices are quoted scaled (`quote_scale`)."""
     base, ccy = pair[:3], pair[3:]
     pip = "0.01" if ccy == "JPY" else "0.0001"
     spreadbet = epic.endswith(".TODAY.IP")
     mini = epic.endswith(".MINI.IP")
-    digits = price_digits(pair)
-    bid, offer = quote
+    factor, places = quote_scale(pair, epic)
+    bid, offer = scaled(quote[0], pair, epic), scaled(quote[1], pair, epic)
     live_day = day is not None and day.day_ms >= 0
-    change = round(day.last_mid - day.open_mid, digits + 1) if live_day else 0.0
+    mult = factor if spreadbet else 1
+    change = round((day.last_mid - day.open_mid) * mult, places + 1) if live_day else 0.0
     pct = round(100 * (day.last_mid - day.open_mid) / day.open_mid, 3) if live_day else 0.0
 
     def dist(unit: str, value: float) -> dict[str, Any]:
@@ -566,11 +613,11 @@ def market_details(
             "delayTime": 0,
             "bid": bid,
             "offer": offer,
-            "high": round(day.high, digits + 1) if live_day else offer,
-            "low": round(day.low, digits + 1) if live_day else bid,
+            "high": round(day.high * mult, places + 1) if live_day else offer,
+            "low": round(day.low * mult, places + 1) if live_day else bid,
             "binaryOdds": None,
-            "decimalPlacesFactor": digits,
-            "scalingFactor": 10 ** (digits - 1),
+            "decimalPlacesFactor": places,
+            "scalingFactor": factor,
             "controlledRiskExtraSpread": 1,
         },
     }

@@ -27,7 +27,7 @@ Control API (JSON bodies; each has a Python method of the same meaning on `Simul
 | POST /_sim/drop        {"mode": "close" or "abort"}   | drop_connections(mode)                  |
 | POST /_sim/end         {"code": 48, "message": "..."} | end_sessions(code, message)             |
 | POST /_sim/loop        {}                             | loop_sessions()                         |
-| POST /_sim/refuse-websockets {"count": 1}             | refuse_websockets(count)                |
+| POST /_sim/refuse-websockets {"count": 1}             | refuse_websockets(count)  (-1: for good) |
 | POST /_sim/credentials {"refuse": true}               | refuse_credentials(refuse)              |
 | POST /_sim/expire-tokens {}                           | expire_tokens()                         |
 | POST /_sim/pause, /_sim/resume {}                     | pause_market(), resume_market()         |
@@ -43,8 +43,10 @@ Control API (JSON bodies; each has a Python method of the same meaning on `Simul
 - end: `END,<code>` on every stream; 41/48 make the client retry with a new session, 31/32 (any
   other code) are terminal (`onServerError`).
 - loop: `LOOP,0` on every stream; the client rebinds the same session on a new WebSocket.
-- refuse-websockets: the next `count` WebSocket upgrades get HTTP 503, so the client falls back to
-  `create_session.txt` over HTTP and then binds over WebSocket (the fallback path, testable).
+- refuse-websockets: the next `count` WebSocket upgrades get HTTP 503 (`-1`: all of them, for
+  good; `0` stops refusing), so the client falls back to `create_session.txt` over HTTP and binds
+  over WebSocket again, or, while WebSockets stay refused, streams over HTTP (streaming or
+  polling), as behind a proxy that blocks WebSocket.
 - credentials refused: logins get 401 `error.security.invalid-details`, create_session `CONERR,1`.
 - expire-tokens: every CST/XST and OAuth token becomes invalid (REST 401, create_session CONERR,1);
   open streams keep flowing, as on IG.
@@ -69,6 +71,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
@@ -135,8 +138,15 @@ class SimCore:
         account_id: str,
         history_ms: int = 0,
         history_ticks: int = 0,
+        rest_time_zone: str = "UTC",
+        http_content_length: int | None = None,
     ) -> None:
         self.pairs = tuple(validate_pair(p) for p in pairs)
+        try:
+            self.rest_time_zone = ZoneInfo(rest_time_zone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(f"unknown time zone {rest_time_zone!r}; use an IANA name like Europe/London") from None
+        self.http_content_length = http_content_length
         if not self.pairs or speed <= 0 or ticks_per_second < 0 or keepalive_ms <= 0:
             raise ValueError("need at least one pair, speed > 0, ticks_per_second >= 0, keepalive_ms > 0")
         self.api_key, self.username, self.password = api_key, username, password
@@ -264,6 +274,8 @@ class SimCore:
         return {"looped": self.tlcp.loop_all()}
 
     def refuse_websockets(self, count: int) -> dict[str, Any]:
+        if int(count) < -1:
+            raise ValueError("count must be -1 (for good), 0 (stop refusing) or a positive number")
         self.tlcp.refuse_ws = int(count)
         return {"websockets_refused": int(count)}
 
@@ -324,6 +336,9 @@ class SimCore:
             "sessions": len(tl.sessions),
             "sessions_created": tl.sessions_created,
             "binds": tl.binds,
+            "binds_by_transport": dict(tl.binds_by_transport),
+            "http_rebinds": tl.http_rebinds,
+            "rest_time_zone": str(self.rest_time_zone),
             "subscriptions": sum(len(s.subs) for s in tl.sessions.values()),
             "rest_sessions": self.auth.live_count(),
             "ticks_generated": len(self.store),
@@ -440,6 +455,8 @@ class Simulator:
         oauth_ttl_s: float = 60.0,
         history_ms: int = 0,
         history_ticks: int = 0,
+        rest_time_zone: str = "UTC",
+        http_content_length: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -460,6 +477,8 @@ class Simulator:
             account_id=account_id,
             history_ms=history_ms,
             history_ticks=history_ticks,
+            rest_time_zone=rest_time_zone,
+            http_content_length=http_content_length,
         )
         self.api_key, self.username, self.password, self.account_id = api_key, username, password, account_id
         self.core: SimCore | None = None

@@ -1,11 +1,12 @@
-"""Lightstreamer TLCP-2.4.0 server over WebSocket at `/lightstreamer`, as IG's streaming.
+"""Lightstreamer TLCP server (2.1.0-2.4.0) at `/lightstreamer`, as IG's streaming.
 
 Written from ig-streaming.md section 6 (the wire protocol as lightstreamer-client-lib 1.0.3
 speaks it) so the real client cannot tell it from IG for what the collector uses:
 
 - WS `wsok` -> `WSOK`; `create_session` (LS_password = `CST-..|XST-..` of a live REST session,
   LS_user = account id if given) -> `CONOK,<sid>,50000,<keepalive>,*`, else `CONERR,1,...`;
-  a WebSocket subprotocol other than TLCP-2.4.0 -> `CONERR,65` like IG answers 2.5.0 clients.
+  TLCP 2.1.0 to 2.4.0 are accepted (IG accepts the npm client 8.0.5's 2.1.0); any other version,
+  such as lightstreamer-client-lib 2.x's 2.5.0 -> `CONERR,65`, as IG answers 2.5.0 clients.
 - `bind_session` on a new WS re-attaches a session (after `LOOP`); unknown session -> `CONERR,20`.
 - `control` add/delete/destroy; `LS_ack=false` means no `REQOK`. `SUBOK,<sub>,<items>,<fields>`,
   updates `U,<sub>,<item>,<values>` in the client's LS_schema order with TLCP value encoding
@@ -16,10 +17,15 @@ speaks it) so the real client cannot tell it from IG for what the collector uses
 - Invalid items (a bad epic, the retired `MARKET:` / `L1:` groups, mixed item families) ->
   `REQERR,<req>,21,Invalid group`; a mode the item does not support -> `REQERR,<req>,24,...`;
   an unknown data adapter -> `REQERR,<req>,17,...`. Unknown field names are sent as null.
-- HTTP `POST /lightstreamer/create_session.txt` (the client's fallback when a WS create fails)
-  creates the session and answers `CONOK` + `LOOP,0`, so the client binds it over WebSocket.
-  `bind_session.txt` (session recovery) always answers `CONERR,20`: recovery is not supported,
-  the client then creates a new session and re-subscribes, as it does on IG after a long outage.
+- HTTP transports, as IG's Lightstreamer serves them (a proxy that blocks WebSocket leaves only
+  these): `POST /lightstreamer/create_session.txt` (the client's fallback when a WS create fails)
+  creates the session and answers `CONOK` + `LOOP,0`, so the client binds it on its best
+  transport. `bind_session.txt` binds it over HTTP: streaming (one long response, `LOOP,0` once
+  `LS_content_length` bytes - capped by `http_content_length` - are sent, and the client rebinds)
+  or polling (`LS_polling=true`: what is queued, or whatever comes within `LS_idle_millis`, then
+  `LOOP,<LS_polling_millis>`). `control.txt` carries subscriptions for HTTP sessions and answers
+  `REQOK`/`REQERR` in its own response. Session recovery (`LS_recovery_from`) answers
+  `CONERR,20`: the client then creates a new session and re-subscribes.
 
 Items: `CHART:{epic}:TICK` (DISTINCT), `CHART:{epic}:{SECOND|1MINUTE|5MINUTE|HOUR}` (MERGE,
 CONS_END=1 sent when the bucket ends on the clock; UTM = bucket start) and
@@ -40,13 +46,14 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from aiohttp import WSMsgType, web
 
 from .market import STREAM_SCALES_MS, DayStats, StreamCandle, format_price, price_digits
-from .rest import pair_of_epic
+from .rest import is_spreadbet, pair_of_epic, quote_scale
 
 if TYPE_CHECKING:
     from .server import SimCore
@@ -55,6 +62,10 @@ log = logging.getLogger(__name__)
 
 TLCP_VERSION = "TLCP-2.4.0"
 SUBPROTOCOL = f"{TLCP_VERSION}.lightstreamer.com"
+TLCP_VERSIONS = ("TLCP-2.4.0", "TLCP-2.3.0", "TLCP-2.2.0", "TLCP-2.1.0")  # as IG accepts them
+SUBPROTOCOLS = tuple(f"{v}.lightstreamer.com" for v in TLCP_VERSIONS)
+WS, HTTP_STREAMING, HTTP_POLLING = "WS-STREAMING", "HTTP-STREAMING", "HTTP-POLLING"
+DEFAULT_CONTENT_LENGTH = 50_000_000
 REQUEST_LIMIT = 50_000
 MAX_BUFFERED_LINES = 200_000
 COMMANDS = frozenset({"wsok", "create_session", "bind_session", "control", "msg", "heartbeat"})
@@ -193,6 +204,31 @@ class Item:
     name: str
     kind: str  # "TICK", a STREAM_SCALES_MS key, or "PRICE"
     pair_idx: int
+    spreadbet: bool = False  # a `.TODAY.IP` epic: prices quoted scaled, as IG quotes them
+
+
+# Fields that carry a price (scaled for spread bets); the rest are times, counts and flags.
+PRICE_FIELDS = frozenset({
+    "BID", "OFR", "DAY_OPEN_MID", "DAY_NET_CHG_MID", "DAY_HIGH", "DAY_LOW",
+    "OFR_OPEN", "OFR_HIGH", "OFR_LOW", "OFR_CLOSE", "BID_OPEN", "BID_HIGH", "BID_LOW", "BID_CLOSE",
+    "BIDPRICE1", "ASKPRICE1", "MID_OPEN", "HIGH", "LOW", "NET_CHG",
+})  # fmt: skip
+
+
+def spreadbet_row(row: Row, pair: str) -> Row:
+    """A row as a spread-bet epic streams it: every price times the market's scalingFactor, to
+    the quote's decimals (anything that is not a number, as injected faults, passes unchanged)."""
+    factor, places = quote_scale(pair, f"CS.D.{pair}.TODAY.IP")
+    out = dict(row)
+    for f in PRICE_FIELDS.intersection(row):
+        v = row[f]
+        try:
+            d = Decimal(v) if v else None
+        except InvalidOperation:
+            d = None
+        if d is not None and d.is_finite():
+            out[f] = format_price(float(round(d * factor, places + (1 if "MID" in f or f == "NET_CHG" else 0))))
+    return out
 
 
 @dataclass(slots=True)
@@ -207,12 +243,47 @@ class LsSubscription:
 
 @dataclass(eq=False)
 class Connection:
-    """One WebSocket stream connection; bound to at most one session."""
+    """One stream connection, a WebSocket or an HTTP bind response; bound to at most one session."""
 
-    ws: web.WebSocketResponse
     request: web.Request
     protocol_ok: bool
+    ws: web.WebSocketResponse | None = None
+    resp: web.StreamResponse | None = None
+    transport: str = WS
+    content_left: int = DEFAULT_CONTENT_LENGTH  # HTTP streaming: bytes before a rebind
+    loop_ms: int = 0  # HTTP polling: the client's LS_polling_millis, sent back in LOOP
+    greeting_lines: int = 0
+    batches: int = 0
     session: LsSession | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def send(self, text: str) -> None:
+        if self.ws is not None:
+            await self.ws.send_str(text)
+            return
+        assert self.resp is not None
+        data = text.encode()
+        await self.resp.write(data)
+        self.content_left -= len(data)
+
+    def wants_loop(self, lines: list[str]) -> bool:
+        """HTTP binds end with LOOP: streaming once its content length is used up, polling as
+        soon as it carried something beyond the greeting (else it waits for data or idles out)."""
+        self.batches += 1
+        if self.transport == HTTP_STREAMING:
+            return self.content_left <= 0
+        if self.transport == HTTP_POLLING:
+            return self.batches > 1 or len(lines) > self.greeting_lines
+        return False
+
+    def finish(self) -> None:
+        self.done.set()
+
+    async def close(self) -> None:
+        self.done.set()
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ws.close(), 2.0)
 
 
 class LsSession:
@@ -244,9 +315,10 @@ class LsSession:
         old = self.conn
         if old is not None and old is not conn:
             old.session = None
-            self.server.spawn(_close_ws(old.ws))
+            self.server.spawn(old.close())
         self.conn = conn
         conn.session = self
+        conn.greeting_lines = len(first_lines)
         self.detached_at = None
         self.loop_pending = False
         self.out[:0] = first_lines
@@ -257,14 +329,19 @@ class LsSession:
             self.conn = None
             conn.session = None
             self.detached_at = time.monotonic()
+        conn.finish()
 
     def send(self, line: str) -> None:
         if not self.closed:
             self.out.append(line)
             self.wake.set()
 
-    def update(self, sub: LsSubscription, pos: int, row: Row) -> bool:
-        """Queue `U` for item `pos` (1-based) of `sub` with its fields taken from `row`."""
+    def update(self, sub: LsSubscription, pos: int, row: Row, quoted: Row | None = None) -> bool:
+        """Queue `U` for item `pos` (1-based) of `sub` with its fields taken from `row` (or, for
+        a spread-bet item, from `quoted`, the row as that epic quotes it; made here if None)."""
+        item = sub.items[pos - 1]
+        if item.spreadbet:
+            row = quoted if quoted is not None else spreadbet_row(row, self.server.core.store.pairs[item.pair_idx])
         if len(self.out) >= MAX_BUFFERED_LINES:
             sub.lost[pos] = sub.lost.get(pos, 0) + 1
             return False
@@ -293,18 +370,23 @@ class LsSession:
             lines, self.out = self.out, []
             looping = self.loop_pending  # a LOOP requested during the send goes out next turn
             if looping:
-                lines.append("LOOP,0")
+                lines.append(f"LOOP,{conn.loop_ms}")
             try:
-                await conn.ws.send_str("\r\n".join(lines) + "\r\n")
+                await conn.send("\r\n".join(lines) + "\r\n")
             except Exception:  # the socket went away; the client will bind or re-create
                 self.detach(conn)
                 continue
+            if not looping and conn.wants_loop(lines):
+                self.loop_pending = True
+                self.wake.set()
             self.last_send = time.monotonic()
             n = sum(1 for ln in lines if ln.startswith("U,"))
             self.sent_updates += n
             self.server.updates_sent += n
             if looping:
                 self.loop_pending = False
+                if conn.resp is not None:
+                    self.server.http_rebinds += 1
                 self.detach(conn)  # the client closes this socket and binds a new one
 
     async def _keepalive(self) -> None:
@@ -327,11 +409,6 @@ class LsSession:
             t.cancel()
 
 
-async def _close_ws(ws: web.WebSocketResponse) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(ws.close(), 2.0)
-
-
 class TlcpServer:
     """All Lightstreamer sessions and the routing of market events to their subscriptions."""
 
@@ -345,7 +422,9 @@ class TlcpServer:
         self.updates_sent = 0
         self.sessions_created = 0
         self.binds = 0
-        self.refuse_ws = 0  # fault: answer this many WebSocket upgrades with HTTP 503
+        self.binds_by_transport: dict[str, int] = dict.fromkeys((WS, HTTP_STREAMING, HTTP_POLLING), 0)
+        self.http_rebinds = 0
+        self.refuse_ws = 0  # fault: answer this many WebSocket upgrades with HTTP 503; -1: all
         self._bg: set[asyncio.Task[Any]] = set()
 
     def add_routes(self, app: web.Application) -> None:
@@ -353,6 +432,7 @@ class TlcpServer:
         app.router.add_post("/lightstreamer/create_session.txt", self.http_create)
         app.router.add_post("/lightstreamer/bind_session.txt", self.http_bind)
         app.router.add_post("/lightstreamer/control.txt", self.http_control)
+        app.router.add_post("/lightstreamer/heartbeat.txt", self.http_heartbeat)
 
     def spawn(self, coro: Any) -> None:
         t = asyncio.get_running_loop().create_task(coro)
@@ -361,13 +441,13 @@ class TlcpServer:
 
     # --- transport --------------------------------------------------------------------------
     async def ws_handler(self, request: web.Request) -> web.StreamResponse:
-        if self.refuse_ws > 0:
-            self.refuse_ws -= 1
+        if self.refuse_ws != 0:
+            self.refuse_ws -= 1 if self.refuse_ws > 0 else 0
             return web.Response(status=503, text="WebSocket upgrades refused by the simulator")
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-        ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,), timeout=2.0, autoping=True, max_msg_size=0)
+        ws = web.WebSocketResponse(protocols=SUBPROTOCOLS, timeout=2.0, autoping=True, max_msg_size=0)
         await ws.prepare(request)
-        conn = Connection(ws, request, protocol_ok=SUBPROTOCOL in offered)
+        conn = Connection(request, protocol_ok=any(p in SUBPROTOCOLS for p in offered), ws=ws)
         self.connections.add(conn)
         try:
             async for msg in ws:
@@ -387,7 +467,7 @@ class TlcpServer:
             if line in COMMANDS:
                 command = line
                 if line == "wsok":
-                    await conn.ws.send_str("WSOK")
+                    await conn.send("WSOK")
                 continue
             if not line or command is None:
                 continue
@@ -398,7 +478,7 @@ class TlcpServer:
                 elif command == "bind_session":
                     await self._ws_bind(conn, params)
                 elif command == "control" and conn.session is not None:
-                    self._control(conn.session, params)
+                    self._control(conn.session, params, conn.session.send)
                 # msg / heartbeat: nothing the simulator needs to do
             except ValueError as e:  # a malformed number in a request: refuse it, keep the stream
                 log.warning("malformed %s request: %s", command, e)
@@ -437,7 +517,7 @@ class TlcpServer:
     async def _ws_create(self, conn: Connection, params: dict[str, str]) -> None:
         checked = self._check_create(params, conn.protocol_ok)
         if isinstance(checked, tuple):
-            await conn.ws.send_str(f"CONERR,{checked[0]},{percent(checked[1])}")
+            await conn.send(f"CONERR,{checked[0]},{percent(checked[1])}")
             return
         session = self._new_session(checked, params)
         session.attach(conn, self._greeting(session, conn))
@@ -445,14 +525,15 @@ class TlcpServer:
     async def _ws_bind(self, conn: Connection, params: dict[str, str]) -> None:
         session = self.sessions.get(params.get("LS_session", ""))
         if session is None or session.closed or not conn.protocol_ok:
-            await conn.ws.send_str(f"CONERR,20,{percent('Session not found')}")
+            await conn.send(f"CONERR,20,{percent('Session not found')}")
             return
         self.binds += 1
+        self.binds_by_transport[WS] += 1
         session.attach(conn, self._greeting(session, conn))
 
     async def http_create(self, request: web.Request) -> web.StreamResponse:
         params = parse_params(await request.text())
-        checked = self._check_create(params, request.query.get("LS_protocol") == TLCP_VERSION)
+        checked = self._check_create(params, request.query.get("LS_protocol") in TLCP_VERSIONS)
         if isinstance(checked, tuple):
             return web.Response(text=f"CONERR,{checked[0]},{percent(checked[1])}\r\n")
         session = self._new_session(checked, params)
@@ -461,31 +542,89 @@ class TlcpServer:
         return web.Response(text=f"CONOK,{session.sid},{REQUEST_LIMIT},0,*\r\nLOOP,0\r\n")
 
     async def http_bind(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(text=f"CONERR,20,{percent('Session recovery not supported')}\r\n")
+        """Bind a session over HTTP streaming or polling; the response lasts until LOOP."""
+        params = parse_params(await request.text())
+        if "LS_recovery_from" in params:
+            return web.Response(text=f"CONERR,20,{percent('Session recovery not supported')}\r\n")
+        if request.query.get("LS_protocol") not in TLCP_VERSIONS:
+            return web.Response(text=f"CONERR,65,{percent('Unsupported protocol version')}\r\n")
+        session = self.sessions.get(params.get("LS_session", ""))
+        if session is None or session.closed:
+            return web.Response(text=f"CONERR,20,{percent('Session not found')}\r\n")
+        polling = params.get("LS_polling") == "true"
+        length = int(params.get("LS_content_length") or DEFAULT_CONTENT_LENGTH)
+        if self.core.http_content_length:
+            length = min(length, self.core.http_content_length)
+        resp = web.StreamResponse(headers={"Content-Type": "text/enriched; charset=UTF-8", "Cache-Control": "no-store"})
+        await resp.prepare(request)
+        conn = Connection(
+            request, True, resp=resp, transport=HTTP_POLLING if polling else HTTP_STREAMING,
+            content_left=length, loop_ms=int(params.get("LS_polling_millis") or 0),
+        )  # fmt: skip
+        self.connections.add(conn)
+        self.binds += 1
+        self.binds_by_transport[conn.transport] += 1
+        session.attach(conn, self._greeting(session, conn))
+        idle_s = min(5.0, max(0.05, int(params.get("LS_idle_millis") or 0) / 1000)) if polling else None
+        try:
+            try:
+                await asyncio.wait_for(conn.done.wait(), idle_s)
+            except TimeoutError:  # a poll with nothing to carry: close it with LOOP
+                session.request_loop()
+                await asyncio.wait_for(conn.done.wait(), 5.0)
+        except (ConnectionError, asyncio.CancelledError, TimeoutError):
+            pass
+        finally:
+            self.connections.discard(conn)
+            if conn.session is not None:
+                conn.session.detach(conn)
+        with contextlib.suppress(Exception):
+            await resp.write_eof()
+        return resp
 
     async def http_control(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(text=f"ERROR,20,{percent('HTTP control not supported')}\r\n")
+        """Control requests of HTTP-bound sessions, one per line; acks in this response."""
+        out: list[str] = []
+        for line in (await request.text()).split("\r\n"):
+            if not line:
+                continue
+            params = parse_params(line)
+            # 2.4.0 clients name the session in the query, 2.1.0 (npm 8.x) in each request line.
+            session = self.sessions.get(params.get("LS_session") or request.query.get("LS_session", ""))
+            if session is None or session.closed:
+                out.append(f"REQERR,{params.get('LS_reqId', '0')},20,{percent('Session not found')}")
+                continue
+            try:
+                self._control(session, {**params, "LS_ack": "true"}, out.append)
+            except ValueError:
+                out.append(f"REQERR,{params.get('LS_reqId', '0')},15,{percent('Malformed request')}")
+        return web.Response(text="".join(f"{ln}\r\n" for ln in out))
+
+    async def http_heartbeat(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text="")
 
     # --- control requests -------------------------------------------------------------------
-    def _control(self, session: LsSession, p: dict[str, str]) -> None:
+    def _control(self, session: LsSession, p: dict[str, str], reply: Callable[[str], None]) -> None:
+        """One control request; `reply` takes REQOK/REQERR (the stream over WS, the control
+        response over HTTP)."""
         op = p.get("LS_op", "")
         req_id = p.get("LS_reqId", "0")
         ack = p.get("LS_ack", "true") != "false"
         if op == "add":
-            self._subscribe(session, p, req_id, ack)
+            self._subscribe(session, p, req_id, ack, reply)
         elif op == "delete":
             sub = session.subs.pop(int(p.get("LS_subId", "0") or 0), None)
             if ack:
-                session.send(f"REQOK,{req_id}")
+                reply(f"REQOK,{req_id}")
             if sub is not None:
                 self._rebuild_routes()
                 session.send(f"UNSUB,{sub.sub_id}")
         elif op == "destroy":
             if ack:
-                session.send(f"REQOK,{req_id}")
+                reply(f"REQOK,{req_id}")
             self.close_session(session, close_ws=p.get("LS_close_socket") == "true")
         else:
-            session.send(f"REQOK,{req_id}")
+            reply(f"REQOK,{req_id}")
 
     def _parse_items(self, group: str, adapter: str | None) -> tuple[list[Item], str] | tuple[int, str]:
         """Items and their family mode, or a REQERR (code, message)."""
@@ -498,6 +637,7 @@ class TlcpServer:
             parts = name.split(":")
             kind: str | None = None
             pair: str | None = None
+            epic = parts[2] if parts[0] == "PRICE" and len(parts) == 3 else parts[1] if len(parts) > 1 else ""
             if len(parts) == 3 and parts[0] == "CHART" and adapter != "Pricing":
                 pair = pair_of_epic(parts[1])
                 kind = parts[2] if parts[2] == "TICK" or parts[2] in STREAM_SCALES_MS else None
@@ -507,26 +647,28 @@ class TlcpServer:
             if kind is None or pair is None or pair not in pair_index:
                 return 21, "Invalid group"
             families.add("TICK" if kind == "TICK" else "PRICE" if kind == "PRICE" else "CANDLE")
-            items.append(Item(name, kind, pair_index[pair]))
+            items.append(Item(name, kind, pair_index[pair], is_spreadbet(epic)))
         if len(families) != 1:
             return 21, "Invalid group"
         return items, "DISTINCT" if families == {"TICK"} else "MERGE"
 
-    def _subscribe(self, session: LsSession, p: dict[str, str], req_id: str, ack: bool) -> None:
+    def _subscribe(
+        self, session: LsSession, p: dict[str, str], req_id: str, ack: bool, reply: Callable[[str], None]
+    ) -> None:
         parsed = self._parse_items(p.get("LS_group", ""), p.get("LS_data_adapter"))
         if isinstance(parsed[0], int):
-            session.send(f"REQERR,{req_id},{parsed[0]},{percent(str(parsed[1]))}")
+            reply(f"REQERR,{req_id},{parsed[0]},{percent(str(parsed[1]))}")
             return
         items, mode = parsed
         if p.get("LS_mode") != mode:
-            session.send(f"REQERR,{req_id},24,{percent('Subscription mode not allowed for an Item')}")
+            reply(f"REQERR,{req_id},24,{percent('Subscription mode not allowed for an Item')}")
             return
         sub_id = int(p.get("LS_subId", "0") or 0)
         fields = [f for f in p.get("LS_schema", "").split(" ") if f]
         sub = LsSubscription(sub_id, mode, list(items), fields)
         session.subs[sub_id] = sub
         if ack:
-            session.send(f"REQOK,{req_id}")
+            reply(f"REQOK,{req_id}")
         session.send(f"SUBOK,{sub_id},{len(items)},{len(fields)}")
         snap = p.get("LS_snapshot", "false")
         if snap != "false":
@@ -569,7 +711,9 @@ class TlcpServer:
         if conn is not None:
             conn.session = None
             if close_ws:
-                self.spawn(_close_ws(conn.ws))
+                self.spawn(conn.close())
+            elif conn.resp is not None:
+                conn.finish()  # an HTTP bind has no socket of its own to keep: end the response
         self._rebuild_routes()
 
     # --- market events ----------------------------------------------------------------------
@@ -578,9 +722,12 @@ class TlcpServer:
         if not targets:
             return 0
         row = make_row()
+        quoted: Row | None = None
         sent = 0
         for session, sub, pos in targets:
-            if session.update(sub, pos, row):
+            if quoted is None and sub.items[pos - 1].spreadbet:
+                quoted = spreadbet_row(row, self.core.store.pairs[pair_idx])
+            if session.update(sub, pos, row, quoted):
                 sent += 1
         return sent
 
@@ -637,7 +784,7 @@ class TlcpServer:
                 if transport is not None:
                     transport.abort()
             else:
-                self.spawn(_close_ws(conn.ws))
+                self.spawn(conn.close())
         return len(conns)
 
     def end_all(self, code: int, message: str) -> int:
@@ -657,8 +804,8 @@ class TlcpServer:
         lines, session.out = session.out, []
         session.close()
         with contextlib.suppress(Exception):
-            await conn.ws.send_str("\r\n".join([*lines, line]) + "\r\n")
-        await _close_ws(conn.ws)
+            await conn.send("\r\n".join([*lines, line]) + "\r\n")
+        await conn.close()
 
     def loop_all(self) -> int:
         for s in self.sessions.values():
@@ -669,6 +816,6 @@ class TlcpServer:
     async def close(self) -> None:
         for s in list(self.sessions.values()):
             self.close_session(s, close_ws=False)
-        await asyncio.gather(*(_close_ws(c.ws) for c in list(self.connections)), return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in list(self.connections)), return_exceptions=True)
         for t in list(self._bg):
             t.cancel()

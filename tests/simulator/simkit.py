@@ -127,6 +127,7 @@ class StreamClients:
         user: str | None = None,
         adapter: str | None = None,
         recovery_timeout_ms: int = 0,
+        forced_transport: str | None = None,
     ) -> tuple[Any, StreamProbe]:
         from lightstreamer.client import ClientListener, LightstreamerClient, Subscription, SubscriptionListener
 
@@ -138,6 +139,7 @@ class StreamClients:
         opts.setReconnectTimeout(500)
         opts.setRetryDelay(200)
         opts.setFirstRetryMaxDelay(50)
+        opts.setForcedTransport(forced_transport)
         client.connectionDetails.setUser(user)
         client.connectionDetails.setPassword(password)
 

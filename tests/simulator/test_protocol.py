@@ -95,3 +95,16 @@ def test_value_encoding_round_trips_through_the_real_client_parser(
         fv = update.values.get(i)
         decoded.append(last[i - 1] if fv.index == 0 else fv.params[0])  # index 0 = unchanged
     assert decoded == values
+
+
+@pytest.mark.parametrize("version", ["TLCP-2.1.0", "TLCP-2.2.0", "TLCP-2.3.0", "TLCP-2.4.0"])
+def test_every_protocol_version_ig_accepts_gets_conok(sim: Simulator, rest: RestLogin, version: str) -> None:
+    create = "create_session\r\n" + params(LS_cid="x", LS_password=rest.ls_password)
+    lines = asyncio.run(exchange(sim.url, f"{version}.lightstreamer.com", ["wsok", create], "CONOK"))
+    assert lines[0] == "WSOK" and lines[1].startswith("CONOK,S")
+
+
+def test_http_create_with_an_unsupported_version_gets_conerr_65(sim: Simulator, rest: RestLogin) -> None:
+    body = params(LS_cid="x", LS_polling="true", LS_password=rest.ls_password)
+    r = requests.post(f"{sim.url}/lightstreamer/create_session.txt?LS_protocol=TLCP-2.5.0", data=body, timeout=5)
+    assert r.text == "CONERR,65,Unsupported protocol version\r\n"

@@ -198,7 +198,10 @@ def test_market_details_for_each_epic_suffix(sim: Simulator, suffix: str) -> Non
     assert m["instrument"]["type"] == "CURRENCIES"
     assert m["instrument"]["onePipMeans"] == "0.01 JPY/USD"
     assert m["snapshot"]["marketStatus"] == "TRADEABLE"
-    assert 140 < m["snapshot"]["bid"] < m["snapshot"]["offer"] < 160
+    scale = 100 if suffix == ".TODAY.IP" else 1  # a spread bet quotes points: the rate x 100 for JPY
+    assert 140 * scale < m["snapshot"]["bid"] < m["snapshot"]["offer"] < 160 * scale
+    assert m["snapshot"]["scalingFactor"] == 100
+    assert m["snapshot"]["decimalPlacesFactor"] == (1 if suffix == ".TODAY.IP" else 3)
 
 
 def test_unknown_epic_is_404_epic_unavailable(rest) -> None:
@@ -343,7 +346,10 @@ def test_rest_error_mode_fails_the_next_n_price_calls(fast_sim: Simulator) -> No
 @pytest.mark.parametrize(
     ("params", "status", "code"),
     [
-        ({"from": "2024-13-01T00:00:00"}, 400, "error.malformed.date"),
+        ({"from": "2024-13-01T00:00:00"}, 400, "Unable to parse datetime=2024-13-01T00:00:00"),
+        ({"from": "2020/09/01T00:00:00"}, 400, "Unable to parse datetime=2020/09/01T00:00:00"),
+        ({"to": "2021-06-01 01:00:00"}, 400, "Unable to parse datetime=2021-06-01 01:00:00"),
+        ({"from": "2024-07-01T12:00:00Z"}, 400, "Unable to parse datetime=2024-07-01T12:00:00Z"),
         ({"from": "2024-07-01T12:10:00", "to": "2024-07-01T12:00:00"}, 400, "error.invalid.daterange"),
         ({"resolution": "FORTNIGHT"}, 400, "error.invalid.resolution"),
     ],
