@@ -93,8 +93,14 @@ class CollectorProcess:
     def start(self) -> CollectorProcess:
         self.runs += 1
         log = open(self.log_path, "a")  # noqa: SIM115 - handed to the child for its lifetime
+        # FAULTS_COLLECTOR_ROOT runs another checkout's collector under this suite (to show a
+        # scenario failing on an older version); by default the collector of this checkout.
+        root = Path(os.environ.get("FAULTS_COLLECTOR_ROOT") or ROOT)
+        env = self.env()
+        if root != ROOT:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "run"], env=self.env(), cwd=ROOT, stdout=log, stderr=log
+            [sys.executable, "-m", "collector.cli", "run"], env=env, cwd=root, stdout=log, stderr=log
         )
         return self
 
