@@ -373,9 +373,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     settings = load_settings(getattr(args, "config", None))
-    url = args.database_url or settings.database_url
-    if not url:
-        settings.require("database_url")
+    url = settings.url_or(args.database_url)
     from .clock import make_clock
 
     now_ms = make_clock(settings.clock, settings.ig_api_url).now_ms()

@@ -75,9 +75,7 @@ def plan(settings: Settings, conn: psycopg.Connection, pairs: list[str], timefra
 
 def main(args: argparse.Namespace) -> int:
     settings = load_settings(getattr(args, "config", None))
-    url = args.database_url or settings.database_url
-    if not url:
-        settings.require("database_url")
+    url = settings.url_or(args.database_url)
     settings.require("ig_username", "ig_password", "ig_api_key")
     console = Console()
     pairs = [validate_pair(p) for p in args.pair] if args.pair else list(settings.pairs)

@@ -286,6 +286,13 @@ class Settings(BaseSettings):
     def epic(self, pair: str) -> str:
         return fx.epic_for(pair, self.ig_epic_suffix)
 
+    def url_or(self, override: str | None) -> str:
+        """A command's `--database-url`, else DATABASE_URL; an error naming it when neither is set."""
+        url = override or self.database_url
+        if not url:
+            self.require("database_url")
+        return url  # type: ignore[return-value]
+
     def require(self, *names: str) -> None:
         """Fail with every missing setting a command needs, named as the user sets it."""
         missing = [n for n in names if getattr(self, n) in (None, "")]

@@ -279,9 +279,7 @@ def main(args: argparse.Namespace) -> int:
     from .migrate import migrate
 
     settings = load_settings(getattr(args, "config", None))
-    url = args.database_url or settings.database_url
-    if not url:
-        settings.require("database_url")
+    url = settings.url_or(args.database_url)
     path = Path(args.file)
     if not path.is_file():
         print(f"ig-collector replay: {path}: no such file", file=sys.stderr)
