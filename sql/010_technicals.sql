@@ -152,8 +152,8 @@ BEGIN
     SELECT l5.bucket, l5.open, l5.high, l5.low, l5.close, l5.ticks, l5.ma21, l5.ma50, l5.ma200,
            CASE WHEN l5.j >= 27 THEN power(a, l5.e::float8) * coalesce(l5.wadx, 0) END,
            l5.pdi, l5.mdi,
-           CASE WHEN l5.j >= 25 THEN 4.0 * (25 - (l5.j - (l5.kh26 & 1048575))) END,
-           CASE WHEN l5.j >= 25 THEN 4.0 * (25 - (l5.j - (l5.kl26 & 1048575))) END,
+           CASE WHEN l5.j >= 25 THEN 4::float8 * (25 - (l5.j - (l5.kh26 & 1048575))) END,
+           CASE WHEN l5.j >= 25 THEN 4::float8 * (25 - (l5.j - (l5.kl26 & 1048575))) END,
            CASE WHEN l5.j >= 28 THEN
                100 * ((CASE WHEN abs(l5.b7) < 1e-8 THEN 0 ELSE 4 * (l5.a7 / l5.b7) END
                        + CASE WHEN abs(l5.b14) < 1e-8 THEN 0 ELSE 2 * (l5.a14 / l5.b14) END
