@@ -1,6 +1,7 @@
 -- The trading bot's whole indicator set in SQL (issue 16): technicals() and volume_profile().
 --
--- Definitions are TA-Lib's, on the mid series of last_candles() (sql/007: candles for 5m/15m,
+-- Definitions are TA-Lib's (0.6 and later: zero tests within TA_EPSILON = 1e-14; the tests'
+-- reference is TA-Lib 0.8), on the mid series of last_candles() (sql/007: candles for 5m/15m,
 -- the candles_1h/4h/1d rollups for the others, the same reader as indicators()) with the tick
 -- count as the volume, so anyone can check a value with TA-Lib. Windows count bars, every value
 -- is NULL until its whole window exists (TA-Lib's lookback), nothing looks ahead.
@@ -122,16 +123,18 @@ BEGIN
         FROM l2
         WINDOW o AS (ORDER BY l2.bucket), w50 AS (ORDER BY l2.bucket ROWS 49 PRECEDING)
     ), di AS (
-        -- TA-Lib's PLUS_DI/MINUS_DI are 0 where the smoothed range is zero (TA_IS_ZERO: |x| < 1e-8).
+        -- TA-Lib's PLUS_DI/MINUS_DI are 0 where the smoothed range is 0, i.e. no bar since the seed
+        -- moved (a range that only decays stays > 0 in TA-Lib's recursion as in this closed form).
         SELECT l3.*,
-               CASE WHEN l3.j >= 14 THEN CASE WHEN abs(l3.str) < 1e-8 THEN 0 ELSE 100 * (l3.sp / l3.str) END END AS pdi,
-               CASE WHEN l3.j >= 14 THEN CASE WHEN abs(l3.str) < 1e-8 THEN 0 ELSE 100 * (l3.sm / l3.str) END END AS mdi
+               CASE WHEN l3.j >= 14 THEN CASE WHEN l3.str = 0 THEN 0 ELSE 100 * (l3.sp / l3.str) END END AS pdi,
+               CASE WHEN l3.j >= 14 THEN CASE WHEN l3.str = 0 THEN 0 ELSE 100 * (l3.sm / l3.str) END END AS mdi
         FROM l3
     ), dx AS (
-        -- DX exists where both the range and the sum of the DIs are non-zero; elsewhere TA-Lib's ADX
-        -- neither counts it in the first average (bars 14..27) nor updates (from bar 28).
+        -- DX exists where the range is non-zero and the sum of the DIs is not within TA-Lib's
+        -- TA_EPSILON (1e-14) of zero; elsewhere TA-Lib's ADX neither counts it in the first average
+        -- (bars 14..27) nor updates (from bar 28).
         SELECT di.*,
-               CASE WHEN di.j >= 14 AND abs(di.str) >= 1e-8 AND abs(di.pdi + di.mdi) >= 1e-8
+               CASE WHEN di.j >= 14 AND di.str <> 0 AND abs(di.pdi + di.mdi) >= 1e-14
                     THEN 100 * (abs(di.mdi - di.pdi) / (di.mdi + di.pdi)) END AS dx
         FROM di
     ), l4 AS (
@@ -155,9 +158,10 @@ BEGIN
            CASE WHEN l5.j >= 25 THEN 4::float8 * (25 - (l5.j - (l5.kh26 & 1048575))) END,
            CASE WHEN l5.j >= 25 THEN 4::float8 * (25 - (l5.j - (l5.kl26 & 1048575))) END,
            CASE WHEN l5.j >= 28 THEN
-               100 * ((CASE WHEN abs(l5.b7) < 1e-8 THEN 0 ELSE 4 * (l5.a7 / l5.b7) END
-                       + CASE WHEN abs(l5.b14) < 1e-8 THEN 0 ELSE 2 * (l5.a14 / l5.b14) END
-                       + CASE WHEN abs(l5.b28) < 1e-8 THEN 0 ELSE l5.a28 / l5.b28 END) / 7) END,
+               -- A term whose range total is within TA_EPSILON (1e-14) of zero is left out, as TA-Lib does.
+               100 * ((CASE WHEN abs(l5.b7) < 1e-14 THEN 0 ELSE 4 * (l5.a7 / l5.b7) END
+                       + CASE WHEN abs(l5.b14) < 1e-14 THEN 0 ELSE 2 * (l5.a14 / l5.b14) END
+                       + CASE WHEN abs(l5.b28) < 1e-14 THEN 0 ELSE l5.a28 / l5.b28 END) / 7) END,
            CASE WHEN l5.j >= 49 AND 50 * l5.s2 - l5.s1 * l5.s1 > 0 THEN
                (50 * l5.obv - l5.s1)::float8 / sqrt((50 * l5.s2 - l5.s1 * l5.s1)::float8) END,
            l5.tk, l5.kj, l5.sa, l5.sb25, l5.chikou

@@ -65,6 +65,8 @@ def shaped_series(
     for arr in (open_, high, low):
         arr[flat] = close[flat]
     spread = np.round(np.abs(rng.normal(price * 1e-4, price * 2e-5, count)), 6)
+    if flat_run_at is not None:
+        spread[flat_run_at : flat_run_at + flat_run] = spread[flat_run_at]  # the same mid every bar
     for name, mid in (("open", open_), ("high", high), ("low", low), ("close", close)):
         bid = np.round(mid - spread / 2, 6)
         frame[f"bid_{name}"] = bid
@@ -167,3 +169,15 @@ def reference_profile(bars: pd.DataFrame, rows: int = 24, value_area: float = 0.
             va_lo -= 1
             acc += below
     return [(i + 1, edges[i][0], edges[i][1], bins[i], i == best, va_lo <= i <= va_hi) for i in range(rows)]
+
+
+def rollup_mid(conn: psycopg.Connection, view: str, pair: str) -> pd.DataFrame:
+    """A rollup's bars as mid OHLC and ticks, oldest first, exactly as the view holds them."""
+    rows = conn.execute(
+        f"SELECT bucket, (bid_open + ask_open) / 2, (bid_high + ask_high) / 2, (bid_low + ask_low) / 2,"
+        f" (bid_close + ask_close) / 2, ticks FROM {view} WHERE pair = %s ORDER BY bucket",
+        (pair,),
+    ).fetchall()
+    frame = pd.DataFrame(rows, columns=["bucket", "open", "high", "low", "close", "ticks"])
+    frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
+    return frame.set_index("bucket").astype(float)
