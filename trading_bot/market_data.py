@@ -2,9 +2,10 @@
 
 Everything goes through the SQL functions of `sql/007_indicators.sql` (`last_candles`,
 `indicators`) and `sql/010_technicals.sql` (`technicals`, `volume_profile`), so the bot, the
-chart and Grafana agree on what a bar, a forming bar and an indicator value are. Frames carry a UTC DatetimeIndex named `bucket` (bar start), oldest first,
-and `frame.attrs` names the series (pair, timeframe, displacement) so a strategy needs nothing
-else to decide.
+chart and Grafana agree on what a bar, a forming bar and an indicator value are. Frames carry
+a UTC DatetimeIndex named `bucket` (bar start), oldest first, and `frame.attrs` names the series
+(pair, timeframe, displacement) so a strategy needs nothing else to decide. `get_candles` is the
+exception on purpose: the proposal's plain frame, for bots written against a REST fetcher.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ class MarketData:
         first, with `poc` and `in_value_area` flags (volume_profile() in SQL)."""
         with self.connection() as conn, conn.cursor(binary=True) as cur:
             got = cur.execute(
-                'SELECT "row", price_low, price_high, ticks, poc, in_value_area FROM volume_profile(%s, %s, %s, %s, %s)',
+                'SELECT "row", price_low, price_high, ticks, poc, in_value_area'
+                " FROM volume_profile(%s, %s, %s, %s, %s)",
                 (pair, timeframe, bars, rows, value_area),
             ).fetchall()
         frame = pd.DataFrame(got, columns=list(PROFILE_COLUMNS)).astype(

@@ -7,6 +7,7 @@ histories, and on hand-made candles where the tie rules decide.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import numpy as np
 import psycopg
@@ -100,7 +101,7 @@ def test_every_tick_is_in_exactly_one_bin_and_the_bins_tile_the_range(db: psycop
 
     assert sum(r[3] for r in rows) == pytest.approx(series["ticks"].sum(), abs=1e-6)
     assert rows[0][1] == bars["low"].min() and rows[-1][2] == bars["high"].max()
-    assert all(a[2] == b[1] for a, b in zip(rows, rows[1:], strict=False)), "each bin ends where the next starts"
+    assert all(a[2] == b[1] for a, b in itertools.pairwise(rows)), "each bin ends where the next starts"
     assert sum(r[4] for r in rows) == 1, "one POC"
 
 
