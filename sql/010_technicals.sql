@@ -62,111 +62,125 @@ BEGIN
     PERFORM FROM last_candles(technicals.pair, technicals.timeframe,
                               CASE WHEN technicals.n IS NULL OR technicals.n < 0 THEN technicals.n ELSE 0 END);
     RETURN QUERY
-    WITH l1 AS (
-        -- j: bar number in the slice (0 = the seed bar); p*: the previous bar.
-        SELECT m.bucket, m.open, m.high, m.low, m.close, m.ticks,
-               row_number() OVER o - 1 AS j, count(*) OVER () AS total,
-               indicators_int8_sum(round(m.close * 1e10)::bigint) OVER o AS cs,
+    -- Each level passes on only what later levels read, the columns read through lag() first
+    -- (a lagged row is deformed only up to the column asked for): most of the cost here is
+    -- copying and deforming rows in the window nodes, not arithmetic.
+    WITH a AS (
+        -- j: bar number in the slice (0 = the seed bar); pc/ph/pl: the previous bar's.
+        SELECT m.high, m.low, m.close,
                greatest(m.high, lag(m.high, 1) OVER o, lag(m.high, 2) OVER o, lag(m.high, 3) OVER o) AS h4,
                least(m.low, lag(m.low, 1) OVER o, lag(m.low, 2) OVER o, lag(m.low, 3) OVER o) AS l4,
+               indicators_int8_sum(round(m.close * 1e10)::bigint) OVER o AS cs,
+               row_number() OVER o - 1 AS j,
+               dense_rank() OVER (ORDER BY m.high) AS rh, dense_rank() OVER (ORDER BY m.low DESC) AS rl,
                lag(m.close) OVER o AS pc, lag(m.high) OVER o AS ph, lag(m.low) OVER o AS pl,
-               dense_rank() OVER (ORDER BY m.high) AS rh, dense_rank() OVER (ORDER BY m.low DESC) AS rl
+               m.ticks, m.open, m.bucket
         FROM last_candles(technicals.pair, technicals.timeframe, technicals.n + warmup,
                           technicals.include_forming) m
         WINDOW o AS (ORDER BY m.bucket ROWS UNBOUNDED PRECEDING)
     ), t AS (
         -- Per-bar terms, exactly as TA-Lib forms them (TRUE_RANGE, +DM/-DM, ULTOSC's buying pressure).
-        SELECT l1.*,
-               CASE WHEN l1.j >= 1 THEN greatest(l1.high - l1.low, abs(l1.pc - l1.high), abs(l1.pc - l1.low)) END AS tr,
-               CASE WHEN l1.high - l1.ph > 0 AND l1.high - l1.ph > l1.pl - l1.low THEN l1.high - l1.ph ELSE 0 END AS pdm,
-               CASE WHEN l1.pl - l1.low > 0 AND l1.high - l1.ph < l1.pl - l1.low THEN l1.pl - l1.low ELSE 0 END AS mdm,
-               l1.close - least(l1.low, l1.pc) AS bp,
-               CASE WHEN l1.close > l1.pc THEN l1.ticks WHEN l1.close < l1.pc THEN -l1.ticks ELSE 0 END AS obv_step,
-               l1.rh * 1048576 + l1.j AS kh, l1.rl * 1048576 + l1.j AS kl
-        FROM l1
-    ), l2 AS (
-        SELECT t.bucket, t.open, t.high, t.low, t.close, t.ticks, t.j, t.total, t.tr, t.bp,
-               CASE WHEN t.j >= 20 THEN (t.cs - lag(t.cs, 21, 0::bigint) OVER o) / 21e10::float8 END AS ma21,
-               CASE WHEN t.j >= 49 THEN (t.cs - lag(t.cs, 50, 0::bigint) OVER o) / 50e10::float8 END AS ma50,
-               CASE WHEN t.j >= 199 THEN (t.cs - lag(t.cs, 200, 0::bigint) OVER o) / 2e12::float8 END AS ma200,
-               -- Wilder: the first 13 terms are summed unweighted into the seed at bar 13 (TA-Lib).
-               sum(t.tr * power(a, -greatest(t.j, 13)::float8)) OVER o AS wtr,
-               sum(t.pdm * power(a, -greatest(t.j, 13)::float8)) FILTER (WHERE t.j >= 1) OVER o AS wp,
-               sum(t.mdm * power(a, -greatest(t.j, 13)::float8)) FILTER (WHERE t.j >= 1) OVER o AS wm,
-               sum(t.bp) OVER w7 AS a7, sum(t.tr) OVER w7 AS b7,
+        SELECT a.high, a.low, a.close, a.h4, a.l4, a.cs,
+               a.rh * 1048576 + a.j AS kh, a.rl * 1048576 + a.j AS kl,
+               a.close - least(a.low, a.pc) AS bp,
+               CASE WHEN a.j >= 1 THEN greatest(a.high - a.low, abs(a.pc - a.high), abs(a.pc - a.low)) END AS tr,
+               CASE WHEN a.high - a.ph > 0 AND a.high - a.ph > a.pl - a.low THEN a.high - a.ph ELSE 0 END AS pdm,
+               CASE WHEN a.pl - a.low > 0 AND a.high - a.ph < a.pl - a.low THEN a.pl - a.low ELSE 0 END AS mdm,
+               CASE WHEN a.close > a.pc THEN a.ticks WHEN a.close < a.pc THEN -a.ticks ELSE 0 END AS obv_step,
+               a.j, a.ticks, a.open, a.bucket
+        FROM a
+    ), b AS (
+        SELECT greatest(t.h4, lag(t.h4, 4) OVER o, lag(t.h4, 8) OVER o, lag(t.h4, 12) OVER o) AS h16,
+               least(t.l4, lag(t.l4, 4) OVER o, lag(t.l4, 8) OVER o, lag(t.l4, 12) OVER o) AS l16,
+               greatest(t.kh, lag(t.kh, 1) OVER o, lag(t.kh, 2) OVER o, lag(t.kh, 3) OVER o) AS kh4,
+               greatest(t.kl, lag(t.kl, 1) OVER o, lag(t.kl, 2) OVER o, lag(t.kl, 3) OVER o) AS kl4,
+               t.bp + lag(t.bp, 1) OVER o + lag(t.bp, 2) OVER o + lag(t.bp, 3) OVER o
+                   + lag(t.bp, 4) OVER o + lag(t.bp, 5) OVER o + lag(t.bp, 6) OVER o AS a7,
+               t.tr + lag(t.tr, 1) OVER o + lag(t.tr, 2) OVER o + lag(t.tr, 3) OVER o
+                   + lag(t.tr, 4) OVER o + lag(t.tr, 5) OVER o + lag(t.tr, 6) OVER o AS b7,
                indicators_int8_sum(t.obv_step) OVER o AS obv,
                CASE WHEN t.j >= 8 THEN
                    (greatest(t.h4, lag(t.h4, 4) OVER o, lag(t.high, 8) OVER o)
                     + least(t.l4, lag(t.l4, 4) OVER o, lag(t.low, 8) OVER o)) / 2 END AS tk,
-               greatest(t.h4, lag(t.h4, 4) OVER o, lag(t.h4, 8) OVER o, lag(t.h4, 12) OVER o) AS h16,
-               least(t.l4, lag(t.l4, 4) OVER o, lag(t.l4, 8) OVER o, lag(t.l4, 12) OVER o) AS l16,
-               greatest(t.kh, lag(t.kh, 1) OVER o, lag(t.kh, 2) OVER o, lag(t.kh, 3) OVER o) AS kh4,
-               greatest(t.kl, lag(t.kl, 1) OVER o, lag(t.kl, 2) OVER o, lag(t.kl, 3) OVER o) AS kl4
+               t.close,
+               -- Wilder: the first 13 terms are summed unweighted into the seed at bar 13 (TA-Lib).
+               sum(t.tr * power(a, -greatest(t.j, 13)::float8)) OVER o AS wtr,
+               sum(t.pdm * power(a, -greatest(t.j, 13)::float8)) FILTER (WHERE t.j >= 1) OVER o AS wp,
+               sum(t.mdm * power(a, -greatest(t.j, 13)::float8)) FILTER (WHERE t.j >= 1) OVER o AS wm,
+               t.j,
+               CASE WHEN t.j >= 20 THEN (t.cs - lag(t.cs, 21, 0::bigint) OVER o) / 21e10::float8 END AS ma21,
+               CASE WHEN t.j >= 49 THEN (t.cs - lag(t.cs, 50, 0::bigint) OVER o) / 50e10::float8 END AS ma50,
+               CASE WHEN t.j >= 199 THEN (t.cs - lag(t.cs, 200, 0::bigint) OVER o) / 2e12::float8 END AS ma200,
+               t.high, t.low, t.ticks, t.open, t.bucket
         FROM t
-        WINDOW o AS (ORDER BY t.bucket ROWS UNBOUNDED PRECEDING), w7 AS (ORDER BY t.bucket ROWS 6 PRECEDING)
-    ), l3 AS (
-        SELECT l2.bucket, l2.open, l2.high, l2.low, l2.close, l2.ticks, l2.j, l2.total,
-               l2.ma21, l2.ma50, l2.ma200, l2.tk, l2.obv,
-               CASE WHEN l2.j >= 13 THEN power(a, l2.j::float8) * l2.wtr END AS str,
-               CASE WHEN l2.j >= 13 THEN power(a, l2.j::float8) * l2.wp END AS sp,
-               CASE WHEN l2.j >= 13 THEN power(a, l2.j::float8) * l2.wm END AS sm,
-               l2.a7, l2.b7, l2.a7 + lag(l2.a7, 7) OVER o AS a14, l2.b7 + lag(l2.b7, 7) OVER o AS b14,
-               CASE WHEN l2.j >= 25 THEN
-                   (greatest(l2.h16, lag(l2.h16, 10) OVER o) + least(l2.l16, lag(l2.l16, 10) OVER o)) / 2 END AS kj,
-               CASE WHEN l2.j >= 51 THEN
-                   (greatest(l2.h16, lag(l2.h16, 16) OVER o, lag(l2.h16, 32) OVER o, lag(l2.h16, 36) OVER o)
-                    + least(l2.l16, lag(l2.l16, 16) OVER o, lag(l2.l16, 32) OVER o, lag(l2.l16, 36) OVER o)) / 2
-               END AS sb,
-               greatest(l2.kh4, lag(l2.kh4, 4) OVER o, lag(l2.kh4, 8) OVER o, lag(l2.kh4, 12) OVER o) AS kh16,
-               greatest(l2.kl4, lag(l2.kl4, 4) OVER o, lag(l2.kl4, 8) OVER o, lag(l2.kl4, 12) OVER o) AS kl16,
-               sum(l2.obv) OVER w50 AS s1, sum(l2.obv::numeric * l2.obv) OVER w50 AS s2
-        FROM l2
-        WINDOW o AS (ORDER BY l2.bucket), w50 AS (ORDER BY l2.bucket ROWS 49 PRECEDING)
+        WINDOW o AS (ORDER BY t.bucket ROWS UNBOUNDED PRECEDING)
+    ), s AS (
+        -- The smoothed range and DMs, the DIs and DX (row expressions only).
+        SELECT b.*, CASE WHEN b.j >= 13 THEN power(a, b.j::float8) END AS scale
+        FROM b
     ), di AS (
         -- TA-Lib's PLUS_DI/MINUS_DI are 0 where the smoothed range is 0, i.e. no bar since the seed
         -- moved (a range that only decays stays > 0 in TA-Lib's recursion as in this closed form).
-        SELECT l3.*,
-               CASE WHEN l3.j >= 14 THEN CASE WHEN l3.str = 0 THEN 0 ELSE 100 * (l3.sp / l3.str) END END AS pdi,
-               CASE WHEN l3.j >= 14 THEN CASE WHEN l3.str = 0 THEN 0 ELSE 100 * (l3.sm / l3.str) END END AS mdi
-        FROM l3
+        SELECT s.*,
+               CASE WHEN s.j >= 14 THEN CASE WHEN s.wtr = 0 THEN 0 ELSE 100 * ((s.scale * s.wp) / (s.scale * s.wtr)) END
+               END AS pdi,
+               CASE WHEN s.j >= 14 THEN CASE WHEN s.wtr = 0 THEN 0 ELSE 100 * ((s.scale * s.wm) / (s.scale * s.wtr)) END
+               END AS mdi
+        FROM s
     ), dx AS (
         -- DX exists where the range is non-zero and the sum of the DIs is not within TA-Lib's
         -- TA_EPSILON (1e-14) of zero; elsewhere TA-Lib's ADX neither counts it in the first average
         -- (bars 14..27) nor updates (from bar 28).
         SELECT di.*,
-               CASE WHEN di.j >= 14 AND di.str <> 0 AND abs(di.pdi + di.mdi) >= 1e-14
-                    THEN 100 * (abs(di.mdi - di.pdi) / (di.mdi + di.pdi)) END AS dx
+               CASE WHEN di.j >= 14 AND di.wtr <> 0 AND abs(di.pdi + di.mdi) >= 1e-14
+                    THEN 100 * (abs(di.mdi - di.pdi) / (di.mdi + di.pdi)) END AS dxv
         FROM di
-    ), l4 AS (
-        SELECT dx.*,
-               count(dx.dx) FILTER (WHERE dx.j >= 28) OVER o AS e,
-               greatest(dx.kh16, lag(dx.kh16, 10) OVER o) AS kh26,
-               greatest(dx.kl16, lag(dx.kl16, 10) OVER o) AS kl26,
-               dx.a14 + lag(dx.a14, 14) OVER o AS a28, dx.b14 + lag(dx.b14, 14) OVER o AS b28,
-               lag((dx.tk + dx.kj) / 2, 25) OVER o AS sa, lag(dx.sb, 25) OVER o AS sb25,
-               lag(dx.close, 25) OVER o AS chikou
+    ), c AS (
+        SELECT greatest(dx.kh4, lag(dx.kh4, 4) OVER o, lag(dx.kh4, 8) OVER o, lag(dx.kh4, 12) OVER o) AS kh16,
+               greatest(dx.kl4, lag(dx.kl4, 4) OVER o, lag(dx.kl4, 8) OVER o, lag(dx.kl4, 12) OVER o) AS kl16,
+               dx.a7 + lag(dx.a7, 7) OVER o AS a14, dx.b7 + lag(dx.b7, 7) OVER o AS b14,
+               dx.tk,
+               CASE WHEN dx.j >= 25 THEN
+                   (greatest(dx.h16, lag(dx.h16, 10) OVER o) + least(dx.l16, lag(dx.l16, 10) OVER o)) / 2 END AS kj,
+               CASE WHEN dx.j >= 51 THEN
+                   (greatest(dx.h16, lag(dx.h16, 16) OVER o, lag(dx.h16, 32) OVER o, lag(dx.h16, 36) OVER o)
+                    + least(dx.l16, lag(dx.l16, 16) OVER o, lag(dx.l16, 32) OVER o, lag(dx.l16, 36) OVER o)) / 2
+               END AS sb,
+               dx.close,
+               indicators_int8_sum(dx.obv) OVER o AS c1, sum(dx.obv::numeric * dx.obv) OVER o AS c2,
+               count(dx.dxv) FILTER (WHERE dx.j >= 28) OVER o AS e,
+               dx.dxv, dx.a7, dx.b7, dx.obv, dx.j, dx.pdi, dx.mdi,
+               dx.ma21, dx.ma50, dx.ma200, dx.high, dx.low, dx.ticks, dx.open, dx.bucket
         FROM dx
         WINDOW o AS (ORDER BY dx.bucket ROWS UNBOUNDED PRECEDING)
-    ), l5 AS (
-        SELECT l4.*, sum(l4.dx / 14 * power(a, -l4.e::float8)) OVER o AS wadx
-        FROM l4
-        WINDOW o AS (ORDER BY l4.bucket ROWS UNBOUNDED PRECEDING)
-    )
-    SELECT l5.bucket, l5.open, l5.high, l5.low, l5.close, l5.ticks, l5.ma21, l5.ma50, l5.ma200,
-           CASE WHEN l5.j >= 27 THEN power(a, l5.e::float8) * coalesce(l5.wadx, 0) END,
-           l5.pdi, l5.mdi,
-           CASE WHEN l5.j >= 25 THEN 4::float8 * (25 - (l5.j - (l5.kh26 & 1048575))) END,
-           CASE WHEN l5.j >= 25 THEN 4::float8 * (25 - (l5.j - (l5.kl26 & 1048575))) END,
-           CASE WHEN l5.j >= 28 THEN
+    ), d AS (
+        SELECT c.bucket, c.open, c.high, c.low, c.close, c.ticks, c.j, c.ma21, c.ma50, c.ma200, c.pdi, c.mdi, c.e,
+               sum(c.dxv / 14 * power(a, -c.e::float8)) OVER o AS wadx,
+               greatest(c.kh16, lag(c.kh16, 10) OVER o) AS kh26,
+               greatest(c.kl16, lag(c.kl16, 10) OVER o) AS kl26,
+               c.a7, c.b7, c.a14, c.b14, c.a14 + lag(c.a14, 14) OVER o AS a28, c.b14 + lag(c.b14, 14) OVER o AS b28,
+               c.obv, c.c1 - lag(c.c1, 50, 0::bigint) OVER o AS s1, c.c2 - lag(c.c2, 50, 0::numeric) OVER o AS s2,
+               c.tk, c.kj, lag((c.tk + c.kj) / 2, 25) OVER o AS sa, lag(c.sb, 25) OVER o AS sb25,
+               lag(c.close, 25) OVER o AS chikou
+        FROM c
+        WINDOW o AS (ORDER BY c.bucket ROWS UNBOUNDED PRECEDING)
+    ), z AS (
+        SELECT d.bucket, d.open, d.high, d.low, d.close, d.ticks, d.ma21, d.ma50, d.ma200,
+               CASE WHEN d.j >= 27 THEN power(a, d.e::float8) * coalesce(d.wadx, 0) END,
+               d.pdi, d.mdi,
+               CASE WHEN d.j >= 25 THEN 4::float8 * (25 - (d.j - (d.kh26 & 1048575))) END,
+               CASE WHEN d.j >= 25 THEN 4::float8 * (25 - (d.j - (d.kl26 & 1048575))) END,
                -- A term whose range total is within TA_EPSILON (1e-14) of zero is left out, as TA-Lib does.
-               100 * ((CASE WHEN abs(l5.b7) < 1e-14 THEN 0 ELSE 4 * (l5.a7 / l5.b7) END
-                       + CASE WHEN abs(l5.b14) < 1e-14 THEN 0 ELSE 2 * (l5.a14 / l5.b14) END
-                       + CASE WHEN abs(l5.b28) < 1e-14 THEN 0 ELSE l5.a28 / l5.b28 END) / 7) END,
-           CASE WHEN l5.j >= 49 AND 50 * l5.s2 - l5.s1 * l5.s1 > 0 THEN
-               (50 * l5.obv - l5.s1)::float8 / sqrt((50 * l5.s2 - l5.s1 * l5.s1)::float8) END,
-           l5.tk, l5.kj, l5.sa, l5.sb25, l5.chikou
-    FROM l5 WHERE l5.j >= l5.total - technicals.n
-    ORDER BY l5.bucket;
+               CASE WHEN d.j >= 28 THEN
+                   100 * ((CASE WHEN abs(d.b7) < 1e-14 THEN 0 ELSE 4 * (d.a7 / d.b7) END
+                           + CASE WHEN abs(d.b14) < 1e-14 THEN 0 ELSE 2 * (d.a14 / d.b14) END
+                           + CASE WHEN abs(d.b28) < 1e-14 THEN 0 ELSE d.a28 / d.b28 END) / 7) END,
+               CASE WHEN d.j >= 49 AND 50 * d.s2 - d.s1::numeric * d.s1 > 0 THEN
+                   (50 * d.obv - d.s1)::float8 / sqrt((50 * d.s2 - d.s1::numeric * d.s1)::float8) END,
+               d.tk, d.kj, d.sa, d.sb25, d.chikou
+        FROM d ORDER BY d.j DESC LIMIT technicals.n
+    )
+    SELECT * FROM z ORDER BY 1;
 END $$;
 
 COMMENT ON FUNCTION technicals(text, text, integer, boolean) IS
