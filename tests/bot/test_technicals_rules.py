@@ -45,7 +45,7 @@ def flat_candles(conn: psycopg.Connection, prices_ticks: list[tuple[float, int]]
     ("args", "message"),
     [
         (("EURUSD", "15m", -1), "n must be a non-negative number of bars"),
-        (("EURUSD", "15m", 9001), "n must be at most 9000 bars"),
+        (("EURUSD", "15m", 100_001), "n must be at most 100000 bars"),
         (("EURUSD", "2h", 10), "unknown timeframe '2h'"),
         (("XXXYYY", "15m", 10), "unknown pair 'XXXYYY'"),
     ],
