@@ -58,14 +58,15 @@ DECLARE
     nb integer;                       -- bars in the slice; i below runs 1..nb, TA-Lib's index is i - 1
     first integer;                    -- first returned bar
     cs bigint[];                      -- running sum of closes in units of 1e-10 (as indicators())
-    bpa float8[]; tra float8[];       -- ULTOSC's buying pressure and true range per bar (0 before bar 2)
+    ca float8[]; cb float8[];         -- running sums of ULTOSC's buying pressure and true range
     obva bigint[];                    -- OBV per bar, relative to the slice's first bar (0 before it)
     tks float8[]; kjs float8[]; sbs float8[];   -- raw Tenkan, Kijun, Senkou B per bar
-    dp float8; dm float8; tr float8; bp float8; dsum float8; dxv float8;
+    dp float8; dm float8; tr float8;
     sp float8 := 0; sm float8 := 0; st float8 := 0;   -- Wilder-smoothed +DM, -DM, TR
     sdx float8 := 0; adx float8;
-    a7 float8 := 0; b7 float8 := 0; a14 float8 := 0; b14 float8 := 0; a28 float8 := 0; b28 float8 := 0;
-    obv bigint := 0; s1 bigint := 0; s2 numeric := 0; q numeric;
+    -- OBV's window sums: s2 (squares) in bigint while |OBV| cannot pass 4e8 (the slice's ticks),
+    -- else in numeric (s2n): exact either way, the numeric path only for huge tick counts.
+    obv bigint := 0; s1 bigint := 0; s2 bigint := 0; s2n numeric := 0; big boolean; q numeric;
     -- newest highest high / lowest low of the last 9, 26 and 52 bars (26: Kijun and Aroon)
     hi9 integer; lo9 integer; hi26 integer; lo26 integer; hi52 integer; lo52 integer;
     -- Bars before i0 feed only the running sums (closes, Wilder): the windowed columns of the
@@ -88,13 +89,14 @@ BEGIN
         RETURN;
     END IF;
     first := greatest(1, nb - technicals.n + 1);
+    big := (SELECT sum(x) FROM unnest(v) AS x) >= 400000000;
     i0 := greatest(1, first - 77);
     hi9 := i0; lo9 := i0; hi26 := i0; lo26 := i0; hi52 := i0; lo52 := i0;
     cs := array_fill(0::bigint, ARRAY[nb + 1], ARRAY[0]);
     obva := array_fill(0::bigint, ARRAY[nb + 51], ARRAY[-50]);
-    bpa := array_fill(0::float8, ARRAY[nb + 30], ARRAY[-29]);
-    tra := bpa;
-    tks := array_fill(NULL::float8, ARRAY[nb]);
+    ca := array_fill(0::float8, ARRAY[nb + 30], ARRAY[-29]);
+    cb := ca;
+    tks := array_fill(0::float8, ARRAY[nb]);
     kjs := tks;
     sbs := tks;
     FOR i IN 1..nb LOOP
@@ -116,103 +118,90 @@ BEGIN
             IF i >= 15 THEN
                 -- DIs: 0 where the smoothed range is 0 (no bar since the seed moved). DX: where the DIs'
                 -- sum is not within TA_EPSILON (1e-14) of 0; elsewhere ADX neither counts nor updates.
-                IF st = 0 THEN
-                    plus_di_14 := 0;
-                    minus_di_14 := 0;
-                    dxv := NULL;
-                ELSE
-                    plus_di_14 := 100 * (sp / st);
-                    minus_di_14 := 100 * (sm / st);
-                    dsum := minus_di_14 + plus_di_14;
-                    dxv := CASE WHEN abs(dsum) >= 1e-14 THEN 100 * (abs(minus_di_14 - plus_di_14) / dsum) END;
-                END IF;
+                plus_di_14 := CASE WHEN st = 0 THEN 0 ELSE 100 * (sp / st) END;
+                minus_di_14 := CASE WHEN st = 0 THEN 0 ELSE 100 * (sm / st) END;
                 IF i <= 28 THEN
-                    sdx := sdx + coalesce(dxv, 0);
+                    sdx := sdx + CASE WHEN st <> 0 AND abs(minus_di_14 + plus_di_14) >= 1e-14
+                                      THEN 100 * (abs(minus_di_14 - plus_di_14) / (minus_di_14 + plus_di_14)) ELSE 0 END;
                     IF i = 28 THEN
                         adx_14 := sdx / 14;
                     END IF;
-                ELSIF dxv IS NOT NULL THEN
-                    adx_14 := (adx_14 * 13 + dxv) / 14;
+                ELSIF st <> 0 AND abs(minus_di_14 + plus_di_14) >= 1e-14 THEN
+                    adx_14 := (adx_14 * 13 + 100 * (abs(minus_di_14 - plus_di_14) / (minus_di_14 + plus_di_14))) / 14;
                 END IF;
             END IF;
             CONTINUE WHEN i < i0;
-            bp := c[i] - least(l[i], c[i - 1]);
-            bpa[i] := bp;
-            tra[i] := tr;
-            a7 := a7 + bp - bpa[i - 7];
-            b7 := b7 + tr - tra[i - 7];
-            a14 := a14 + bp - bpa[i - 14];
-            b14 := b14 + tr - tra[i - 14];
-            a28 := a28 + bp - bpa[i - 28];
-            b28 := b28 + tr - tra[i - 28];
+            -- ULTOSC's buying pressure and true range as running sums; a window is a difference.
+            ca[i] := ca[i - 1] + (c[i] - least(l[i], c[i - 1]));
+            cb[i] := cb[i - 1] + tr;
             obv := obv + CASE WHEN c[i] > c[i - 1] THEN v[i] WHEN c[i] < c[i - 1] THEN -v[i] ELSE 0 END;
             obva[i] := obv;
         ELSE
             CONTINUE WHEN i < i0;
         END IF;
         s1 := s1 + obv - obva[i - 50];
-        s2 := s2 + obv::numeric * obv - obva[i - 50]::numeric * obva[i - 50];
-        -- TA-Lib's AROON tracking: rescan only when the extreme leaves the window; a tie takes the newest.
-        IF hi9 < i - 8 THEN
+        IF big THEN
+            s2n := s2n + obv::numeric * obv - obva[i - 50]::numeric * obva[i - 50];
+        ELSE
+            s2 := s2 + obv * obv - obva[i - 50] * obva[i - 50];
+        END IF;
+        -- TA-Lib's AROON tracking, also for Ichimoku's ranges: a bar at least as high as the last
+        -- window's highest is the new one (a tie takes the newest); rescan only when it left the window.
+        IF h[i] >= h[hi9] THEN hi9 := i;
+        ELSIF hi9 < i - 8 THEN
             hi9 := i - 8;
             FOR k IN i - 7..i LOOP IF h[k] >= h[hi9] THEN hi9 := k; END IF; END LOOP;
-        ELSIF h[i] >= h[hi9] THEN hi9 := i;
         END IF;
-        IF lo9 < i - 8 THEN
+        IF l[i] <= l[lo9] THEN lo9 := i;
+        ELSIF lo9 < i - 8 THEN
             lo9 := i - 8;
             FOR k IN i - 7..i LOOP IF l[k] <= l[lo9] THEN lo9 := k; END IF; END LOOP;
-        ELSIF l[i] <= l[lo9] THEN lo9 := i;
         END IF;
-        IF hi26 < i - 25 THEN
+        IF h[i] >= h[hi26] THEN hi26 := i;
+        ELSIF hi26 < i - 25 THEN
             hi26 := i - 25;
             FOR k IN i - 24..i LOOP IF h[k] >= h[hi26] THEN hi26 := k; END IF; END LOOP;
-        ELSIF h[i] >= h[hi26] THEN hi26 := i;
         END IF;
-        IF lo26 < i - 25 THEN
+        IF l[i] <= l[lo26] THEN lo26 := i;
+        ELSIF lo26 < i - 25 THEN
             lo26 := i - 25;
             FOR k IN i - 24..i LOOP IF l[k] <= l[lo26] THEN lo26 := k; END IF; END LOOP;
-        ELSIF l[i] <= l[lo26] THEN lo26 := i;
         END IF;
-        IF hi52 < i - 51 THEN
+        IF h[i] >= h[hi52] THEN hi52 := i;
+        ELSIF hi52 < i - 51 THEN
             hi52 := i - 51;
             FOR k IN i - 50..i LOOP IF h[k] >= h[hi52] THEN hi52 := k; END IF; END LOOP;
-        ELSIF h[i] >= h[hi52] THEN hi52 := i;
         END IF;
-        IF lo52 < i - 51 THEN
+        IF l[i] <= l[lo52] THEN lo52 := i;
+        ELSIF lo52 < i - 51 THEN
             lo52 := i - 51;
             FOR k IN i - 50..i LOOP IF l[k] <= l[lo52] THEN lo52 := k; END IF; END LOOP;
-        ELSIF l[i] <= l[lo52] THEN lo52 := i;
         END IF;
-        IF i >= 9 THEN
-            tenkan := (h[hi9] + l[lo9]) / 2;
-            tks[i] := tenkan;
-        END IF;
-        IF i >= 26 THEN
-            kijun := (h[hi26] + l[lo26]) / 2;
-            kjs[i] := kijun;
-            aroon_up_25 := 4::float8 * (25 - (i - hi26));
-            aroon_down_25 := 4::float8 * (25 - (i - lo26));
-        END IF;
-        IF i >= 52 THEN
-            sbs[i] := (h[hi52] + l[lo52]) / 2;
-        END IF;
+        -- Raw lines of a partial window are stored too; the NULL rules below never read them.
+        tks[i] := (h[hi9] + l[lo9]) / 2;
+        kjs[i] := (h[hi26] + l[lo26]) / 2;
+        sbs[i] := (h[hi52] + l[lo52]) / 2;
         CONTINUE WHEN i < first;
         bucket := bk[i]; open := o[i]; high := h[i]; low := l[i]; close := c[i]; ticks := v[i];
         ma_21 := CASE WHEN i >= 21 THEN (cs[i] - cs[i - 21]) / 21e10::float8 END;
         ma_50 := CASE WHEN i >= 50 THEN (cs[i] - cs[i - 50]) / 50e10::float8 END;
         ma_200 := CASE WHEN i >= 200 THEN (cs[i] - cs[i - 200]) / 2e12::float8 END;
+        aroon_up_25 := CASE WHEN i >= 26 THEN 4::float8 * (25 - (i - hi26)) END;
+        aroon_down_25 := CASE WHEN i >= 26 THEN 4::float8 * (25 - (i - lo26)) END;
         -- A term whose range total is within TA_EPSILON (1e-14) of zero is left out, as TA-Lib does.
         ultosc := CASE WHEN i >= 29 THEN
-            100 * ((CASE WHEN abs(b7) < 1e-14 THEN 0 ELSE 4 * (a7 / b7) END
-                    + CASE WHEN abs(b14) < 1e-14 THEN 0 ELSE 2 * (a14 / b14) END
-                    + CASE WHEN abs(b28) < 1e-14 THEN 0 ELSE a28 / b28 END) / 7) END;
-        q := 50 * s2 - s1::numeric * s1;
+            100 * ((CASE WHEN abs(cb[i] - cb[i - 7]) < 1e-14 THEN 0 ELSE 4 * ((ca[i] - ca[i - 7]) / (cb[i] - cb[i - 7])) END
+                    + CASE WHEN abs(cb[i] - cb[i - 14]) < 1e-14 THEN 0
+                           ELSE 2 * ((ca[i] - ca[i - 14]) / (cb[i] - cb[i - 14])) END
+                    + CASE WHEN abs(cb[i] - cb[i - 28]) < 1e-14 THEN 0
+                           ELSE (ca[i] - ca[i - 28]) / (cb[i] - cb[i - 28]) END) / 7) END;
+        q := 50 * CASE WHEN big THEN s2n ELSE s2::numeric END - s1::numeric * s1;
         obv_z_50 := CASE WHEN i >= 50 AND q > 0 THEN (50 * obv - s1)::float8 / sqrt(q::float8) END;
-        IF i > 25 THEN
-            senkou_a := (tks[i - 25] + kjs[i - 25]) / 2;
-            senkou_b := sbs[i - 25];
-            chikou_ref := c[i - 25];
-        END IF;
+        tenkan := CASE WHEN i >= 9 THEN tks[i] END;
+        kijun := CASE WHEN i >= 26 THEN kjs[i] END;
+        senkou_a := CASE WHEN i >= 51 THEN (tks[i - 25] + kjs[i - 25]) / 2 END;
+        senkou_b := CASE WHEN i >= 77 THEN sbs[i - 25] END;
+        chikou_ref := CASE WHEN i >= 26 THEN c[i - 25] END;
         RETURN NEXT;
     END LOOP;
 END $$;
