@@ -72,24 +72,27 @@ DECLARE
     -- Bars before i0 feed only the running sums (closes, Wilder): the windowed columns of the
     -- returned bars reach at most 77 bars back (Senkou B: 52 bars, 25 bars earlier).
     i0 integer;
+    total_ticks numeric;
 BEGIN
     IF technicals.n > 100000 THEN   -- the arrays hold the whole slice in memory
         RAISE EXCEPTION 'n must be at most 100000 bars, got %', technicals.n
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- Pair, timeframe and n are checked here, before the read, so an error reads short.
-    PERFORM FROM last_candles(technicals.pair, technicals.timeframe,
-                              CASE WHEN technicals.n IS NULL OR technicals.n < 0 THEN technicals.n ELSE 0 END);
+    IF technicals.n IS NULL OR technicals.n < 0 THEN
+        RAISE EXCEPTION 'n must be a non-negative number of bars, got %', coalesce(technicals.n::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- One read; last_candles() names a bad pair or timeframe.
     SELECT array_agg(m.bucket), array_agg(m.open), array_agg(m.high), array_agg(m.low), array_agg(m.close),
-           array_agg(m.ticks), count(*)
-      INTO bk, o, h, l, c, v, nb
+           array_agg(m.ticks), count(*), sum(m.ticks)
+      INTO bk, o, h, l, c, v, nb, total_ticks
     FROM (SELECT * FROM last_candles(technicals.pair, technicals.timeframe, technicals.n + warmup,
                                      technicals.include_forming) x ORDER BY x.bucket) m;
     IF nb = 0 THEN
         RETURN;
     END IF;
     first := greatest(1, nb - technicals.n + 1);
-    big := (SELECT sum(x) FROM unnest(v) AS x) >= 400000000;
+    big := total_ticks >= 400000000;
     i0 := greatest(1, first - 77);
     hi9 := i0; lo9 := i0; hi26 := i0; lo26 := i0; hi52 := i0; lo52 := i0;
     cs := array_fill(0::bigint, ARRAY[nb + 1], ARRAY[0]);

@@ -130,3 +130,29 @@ def test_adx_is_seeded_250_bars_before_the_first_returned_bar(db: psycopg.Connec
     assert_same_technicals(long, reference_technicals(bars, 600))
     other = [c for c in short.columns if c not in ("adx_14", "plus_di_14", "minus_di_14")]
     np.testing.assert_array_equal(short[other].to_numpy(), long[other].tail(1).to_numpy())
+
+
+def test_obv_z_score_stays_exact_with_tick_counts_in_the_millions(db: psycopg.Connection) -> None:
+    # 400 bars of ~2 million ticks: OBV's squares pass bigint's sums, so SQL switches to numeric.
+    series = shaped_series(5, 400, seed=13)
+    series["ticks"] = np.random.default_rng(13).integers(1_000_000, 3_000_000, len(series))
+    insert_candles(db, "CADJPY", "5m", series)
+    close, ticks = mid_frame(series)["close"].to_numpy(), series["ticks"].to_numpy()
+
+    frame = sql_technicals(db, "CADJPY", "5m", 300)
+
+    # Exact reference in Python integers: z = (50 x - S1) / sqrt(50 S2 - S1^2) over 50 bars.
+    obv = [0]
+    for k in range(1, len(close)):
+        obv.append(
+            obv[-1] + (int(ticks[k]) if close[k] > close[k - 1] else -int(ticks[k]) if close[k] < close[k - 1] else 0)
+        )
+    want = []
+    for t in range(len(close) - 300, len(close)):
+        window = obv[t - 49 : t + 1]
+        s1, s2 = sum(window), sum(x * x for x in window)
+        q = 50 * s2 - s1 * s1
+        want.append(float(50 * obv[t] - s1) / np.sqrt(float(q)) if q > 0 else np.nan)
+    np.testing.assert_allclose(frame["obv_z_50"].to_numpy(), want, rtol=0, atol=1e-12)
+    ref = reference_technicals(mid_frame(series), 300)["obv_z_50"].to_numpy()
+    np.testing.assert_allclose(frame["obv_z_50"].to_numpy(), ref, rtol=0, atol=1e-6)  # TA-Lib's float variance
