@@ -67,8 +67,14 @@ DECLARE
     -- OBV's window sums: s2 (squares) in bigint while |OBV| cannot pass 4e8 (the slice's ticks),
     -- else in numeric (s2n): exact either way, the numeric path only for huge tick counts.
     obv bigint := 0; s1 bigint := 0; s2 bigint := 0; s2n numeric := 0; big boolean; q numeric;
-    -- newest highest high / lowest low of the last 9, 26 and 52 bars (26: Kijun and Aroon)
-    hi9 integer; lo9 integer; hi26 integer; lo26 integer; hi52 integer; lo52 integer;
+    -- Sliding highest high / lowest low over 9, 26 and 52 bars (van Herk / Gil-Werman): the slice
+    -- from i0 is cut into blocks of the window's length; a window is the suffix (to its block's
+    -- end) of its first bar plus the prefix (from its block's start) of its last bar: two lookups
+    -- a bar whatever the prices do. 9 and 52 keep values; 26 keeps bar numbers for Aroon (the
+    -- newest extreme on a tie).
+    p9h float8[]; s9h float8[]; p9l float8[]; s9l float8[]; p52h float8[]; s52h float8[]; p52l float8[]; s52l float8[];
+    p26h integer[]; s26h integer[]; p26l integer[]; s26l integer[];
+    hi26 integer; lo26 integer;
     -- Bars before i0 feed only the running sums (closes, Wilder): the windowed columns of the
     -- returned bars reach at most 77 bars back (Senkou B: 52 bars, 25 bars earlier).
     i0 integer;
@@ -94,7 +100,18 @@ BEGIN
     first := greatest(1, nb - technicals.n + 1);
     big := total_ticks >= 400000000;
     i0 := greatest(1, first - 77);
-    hi9 := i0; lo9 := i0; hi26 := i0; lo26 := i0; hi52 := i0; lo52 := i0;
+    p9h := array_fill(NULL::float8, ARRAY[nb]);
+    s9h := p9h; p9l := p9h; s9l := p9h; p52h := p9h; s52h := p9h; p52l := p9h; s52l := p9h;
+    p26h := array_fill(NULL::integer, ARRAY[nb]);
+    s26h := p26h; p26l := p26h; s26l := p26h;
+    FOR i IN REVERSE nb..i0 LOOP
+        s9h[i] := CASE WHEN (i - i0) % 9 = 8 OR i = nb THEN h[i] ELSE greatest(h[i], s9h[i + 1]) END;
+        s9l[i] := CASE WHEN (i - i0) % 9 = 8 OR i = nb THEN l[i] ELSE least(l[i], s9l[i + 1]) END;
+        s52h[i] := CASE WHEN (i - i0) % 52 = 51 OR i = nb THEN h[i] ELSE greatest(h[i], s52h[i + 1]) END;
+        s52l[i] := CASE WHEN (i - i0) % 52 = 51 OR i = nb THEN l[i] ELSE least(l[i], s52l[i + 1]) END;
+        s26h[i] := CASE WHEN (i - i0) % 26 = 25 OR i = nb OR h[i] > h[s26h[i + 1]] THEN i ELSE s26h[i + 1] END;
+        s26l[i] := CASE WHEN (i - i0) % 26 = 25 OR i = nb OR l[i] < l[s26l[i + 1]] THEN i ELSE s26l[i + 1] END;
+    END LOOP;
     cs := array_fill(0::bigint, ARRAY[nb + 1], ARRAY[0]);
     obva := array_fill(0::bigint, ARRAY[nb + 51], ARRAY[-50]);
     ca := array_fill(0::float8, ARRAY[nb + 30], ARRAY[-29]);
@@ -148,47 +165,23 @@ BEGIN
         ELSE
             s2 := s2 + obv * obv - obva[i - 50] * obva[i - 50];
         END IF;
-        -- TA-Lib's AROON tracking, also for Ichimoku's ranges: a bar at least as high as the last
-        -- window's highest is the new one (a tie takes the newest); rescan only when it left the window.
-        IF h[i] >= h[hi9] THEN hi9 := i;
-        ELSIF hi9 < i - 8 THEN
-            hi9 := i - 8;
-            FOR k IN i - 7..i LOOP IF h[k] >= h[hi9] THEN hi9 := k; END IF; END LOOP;
-        END IF;
-        IF l[i] <= l[lo9] THEN lo9 := i;
-        ELSIF lo9 < i - 8 THEN
-            lo9 := i - 8;
-            FOR k IN i - 7..i LOOP IF l[k] <= l[lo9] THEN lo9 := k; END IF; END LOOP;
-        END IF;
-        IF h[i] >= h[hi26] THEN hi26 := i;
-        ELSIF hi26 < i - 25 THEN
-            hi26 := i - 25;
-            FOR k IN i - 24..i LOOP IF h[k] >= h[hi26] THEN hi26 := k; END IF; END LOOP;
-        END IF;
-        IF l[i] <= l[lo26] THEN lo26 := i;
-        ELSIF lo26 < i - 25 THEN
-            lo26 := i - 25;
-            FOR k IN i - 24..i LOOP IF l[k] <= l[lo26] THEN lo26 := k; END IF; END LOOP;
-        END IF;
-        IF h[i] >= h[hi52] THEN hi52 := i;
-        ELSIF hi52 < i - 51 THEN
-            hi52 := i - 51;
-            FOR k IN i - 50..i LOOP IF h[k] >= h[hi52] THEN hi52 := k; END IF; END LOOP;
-        END IF;
-        IF l[i] <= l[lo52] THEN lo52 := i;
-        ELSIF lo52 < i - 51 THEN
-            lo52 := i - 51;
-            FOR k IN i - 50..i LOOP IF l[k] <= l[lo52] THEN lo52 := k; END IF; END LOOP;
-        END IF;
-        -- Raw lines of a partial window are stored too; the NULL rules below never read them.
-        tks[i] := (h[hi9] + l[lo9]) / 2;
-        kjs[i] := (h[hi26] + l[lo26]) / 2;
-        sbs[i] := (h[hi52] + l[lo52]) / 2;
+        p9h[i] := CASE WHEN (i - i0) % 9 = 0 THEN h[i] ELSE greatest(p9h[i - 1], h[i]) END;
+        p9l[i] := CASE WHEN (i - i0) % 9 = 0 THEN l[i] ELSE least(p9l[i - 1], l[i]) END;
+        p52h[i] := CASE WHEN (i - i0) % 52 = 0 THEN h[i] ELSE greatest(p52h[i - 1], h[i]) END;
+        p52l[i] := CASE WHEN (i - i0) % 52 = 0 THEN l[i] ELSE least(p52l[i - 1], l[i]) END;
+        p26h[i] := CASE WHEN (i - i0) % 26 = 0 OR h[i] >= h[p26h[i - 1]] THEN i ELSE p26h[i - 1] END;
+        p26l[i] := CASE WHEN (i - i0) % 26 = 0 OR l[i] <= l[p26l[i - 1]] THEN i ELSE p26l[i - 1] END;
+        -- Raw lines (a partial window near i0 yields a value the NULL rules below never read).
+        tks[i] := (greatest(p9h[i], s9h[i - 8]) + least(p9l[i], s9l[i - 8])) / 2;
+        kjs[i] := (greatest(h[p26h[i]], h[s26h[i - 25]]) + least(l[p26l[i]], l[s26l[i - 25]])) / 2;
+        sbs[i] := (greatest(p52h[i], s52h[i - 51]) + least(p52l[i], s52l[i - 51])) / 2;
         CONTINUE WHEN i < first;
         bucket := bk[i]; open := o[i]; high := h[i]; low := l[i]; close := c[i]; ticks := v[i];
         ma_21 := CASE WHEN i >= 21 THEN (cs[i] - cs[i - 21]) / 21e10::float8 END;
         ma_50 := CASE WHEN i >= 50 THEN (cs[i] - cs[i - 50]) / 50e10::float8 END;
         ma_200 := CASE WHEN i >= 200 THEN (cs[i] - cs[i - 200]) / 2e12::float8 END;
+        hi26 := CASE WHEN h[p26h[i]] >= h[s26h[i - 25]] OR s26h[i - 25] IS NULL THEN p26h[i] ELSE s26h[i - 25] END;
+        lo26 := CASE WHEN l[p26l[i]] <= l[s26l[i - 25]] OR s26l[i - 25] IS NULL THEN p26l[i] ELSE s26l[i - 25] END;
         aroon_up_25 := CASE WHEN i >= 26 THEN 4::float8 * (25 - (i - hi26)) END;
         aroon_down_25 := CASE WHEN i >= 26 THEN 4::float8 * (25 - (i - lo26)) END;
         -- A term whose range total is within TA_EPSILON (1e-14) of zero is left out, as TA-Lib does.
