@@ -70,7 +70,7 @@ DECLARE
     sdx float8 := 0; adx float8;
     -- OBV's window sums: s2 (squares) in bigint while |OBV| cannot pass 4e8 (the slice's ticks),
     -- else in numeric (s2n): exact either way, the numeric path only for huge tick counts.
-    obv bigint := 0; s1 bigint := 0; s2 bigint := 0; s2n numeric := 0; big boolean; q numeric;
+    s1 bigint := 0; s2 bigint := 0; s2n numeric := 0; big boolean; q numeric;
     -- Sliding highest high / lowest low over 9, 26 and 52 bars (van Herk / Gil-Werman): the slice
     -- from i0 is cut into blocks of the window's length; a window is the suffix (to its block's
     -- end) of its first bar plus the prefix (from its block's start) of its last bar: two lookups
@@ -158,16 +158,15 @@ BEGIN
             -- ULTOSC's buying pressure and true range as running sums; a window is a difference.
             ca[i] := ca[i - 1] + (c[i] - least(l[i], c[i - 1]));
             cb[i] := cb[i - 1] + tr;
-            obv := obv + CASE WHEN c[i] > c[i - 1] THEN v[i] WHEN c[i] < c[i - 1] THEN -v[i] ELSE 0 END;
-            obva[i] := obv;
+            obva[i] := obva[i - 1] + CASE WHEN c[i] > c[i - 1] THEN v[i] WHEN c[i] < c[i - 1] THEN -v[i] ELSE 0 END;
         ELSE
             CONTINUE WHEN i < i0;
         END IF;
-        s1 := s1 + obv - obva[i - 50];
+        s1 := s1 + obva[i] - obva[i - 50];
         IF big THEN
-            s2n := s2n + obv::numeric * obv - obva[i - 50]::numeric * obva[i - 50];
+            s2n := s2n + obva[i]::numeric * obva[i] - obva[i - 50]::numeric * obva[i - 50];
         ELSE
-            s2 := s2 + obv * obv - obva[i - 50] * obva[i - 50];
+            s2 := s2 + obva[i] * obva[i] - obva[i - 50] * obva[i - 50];
         END IF;
         p9h[i] := CASE WHEN (i - i0) % 9 = 0 THEN h[i] ELSE greatest(p9h[i - 1], h[i]) END;
         p9l[i] := CASE WHEN (i - i0) % 9 = 0 THEN l[i] ELSE least(p9l[i - 1], l[i]) END;
@@ -196,7 +195,7 @@ BEGIN
                     + CASE WHEN abs(cb[i] - cb[i - 28]) < 1e-14 THEN 0
                            ELSE (ca[i] - ca[i - 28]) / (cb[i] - cb[i - 28]) END) / 7) END;
         q := 50 * CASE WHEN big THEN s2n ELSE s2::numeric END - s1::numeric * s1;
-        obv_z_50 := CASE WHEN i >= 50 AND q > 0 THEN (50 * obv - s1)::float8 / sqrt(q::float8) END;
+        obv_z_50 := CASE WHEN i >= 50 AND q > 0 THEN (50 * obva[i] - s1)::float8 / sqrt(q::float8) END;
         tenkan := CASE WHEN i >= 9 THEN tks[i] END;
         kijun := CASE WHEN i >= 26 THEN kjs[i] END;
         senkou_a := CASE WHEN i >= 51 THEN (tks[i - 25] + kjs[i - 25]) / 2 END;
