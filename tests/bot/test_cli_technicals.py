@@ -12,11 +12,7 @@ from trading_bot.cli import main
 
 from .botkit import insert_candles
 from .techkit import shaped_series
-
-
-@pytest.fixture(autouse=True)
-def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COLUMNS", "240")
+from .test_cli import wide_terminal  # noqa: F401  (autouse: rich keeps the wide tables on one line)
 
 
 @pytest.fixture
