@@ -10,8 +10,11 @@ import datetime as dt
 import itertools
 
 import numpy as np
+import pandas as pd
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from .botkit import insert_candles
 from .techkit import mid_frame, reference_profile, rollup_mid, shaped_series
@@ -162,3 +165,35 @@ def test_profile_of_a_pair_without_candles_is_empty(db: psycopg.Connection) -> N
 def test_profile_rejects_bad_arguments_by_name(db: psycopg.Connection, args: tuple, message: str) -> None:
     with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
         profile(db, "EURUSD", "15m", *args)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    candles=st.lists(st.tuples(st.integers(0, 300), st.integers(0, 60), st.integers(0, 1000)), min_size=1, max_size=40),
+    rows=st.integers(1, 30),
+    share=st.floats(0.01, 1.0),
+)
+def test_profile_equals_the_reference_and_keeps_its_invariants_for_any_candles(
+    db: psycopg.Connection, candles: list[tuple[int, int, int]], rows: int, share: float
+) -> None:
+    # Each candle: low = 1 + a pips, high = low + b pips (b = 0: flat), t ticks; bid = ask = price.
+    db.execute("DELETE FROM candles WHERE pair = 'AUDCAD'")
+    bars = pd.DataFrame(
+        [(1.0 + a * 1e-4, 1.0 + (a + b) * 1e-4, t) for a, b, t in candles], columns=["low", "high", "ticks"]
+    )
+    for i, r in enumerate(bars.itertuples()):
+        db.execute(
+            "INSERT INTO candles (pair, timeframe, bucket, bid_open, bid_high, bid_low, bid_close, ask_open,"
+            " ask_high, ask_low, ask_close, ticks, complete, source)"
+            " VALUES ('AUDCAD', '15m', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true, 'stream')",
+            (T0 + dt.timedelta(minutes=15 * i), r.low, r.high, r.low, r.low, r.low, r.high, r.low, r.low, r.ticks),
+        )
+
+    got = profile(db, "AUDCAD", "15m", 30, rows, share)
+
+    assert_same_profile(got, reference_profile(bars.tail(30), rows, share))
+    ticks = [r[3] for r in got]
+    area = [r[0] for r in got if r[5]]
+    assert sum(r[4] for r in got) == 1 and got[[r[4] for r in got].index(True)][5], "one POC, in the value area"
+    assert area == list(range(area[0], area[-1] + 1)), "the value area is one run of bins"
+    assert sum(ticks[i - 1] for i in area) >= share * sum(ticks) - 1e-9

@@ -9,6 +9,8 @@ SQL reads enough history and never looks ahead.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import psycopg
@@ -156,3 +158,17 @@ def test_obv_z_score_stays_exact_with_tick_counts_in_the_millions(db: psycopg.Co
     np.testing.assert_allclose(frame["obv_z_50"].to_numpy(), want, rtol=0, atol=1e-12)
     ref = reference_technicals(mid_frame(series), 300)["obv_z_50"].to_numpy()
     np.testing.assert_allclose(frame["obv_z_50"].to_numpy(), ref, rtol=0, atol=1e-6)  # TA-Lib's float variance
+
+
+@pytest.mark.full_edition
+def test_half_materialized_rollups_match_talib(db: psycopg.Connection, full_edition) -> None:
+    # As in test_indicators_values: the year 2000 keeps every other test's bars above the watermark.
+    series = shaped_series(15, 6000, start=dt.datetime(2000, 1, 5, tzinfo=dt.UTC), seed=14)
+    insert_candles(db, "EURGBP", "15m", series)
+    db.execute("CALL refresh_continuous_aggregate('candles_4h', NULL, %s)", (series["bucket"].iloc[3000],))
+    try:
+        bars = rollup_mid(db, "candles_4h", "EURGBP")
+        assert_same_technicals(sql_technicals(db, "EURGBP", "4h", 300), reference_technicals(bars, 300))
+    finally:
+        db.execute("DELETE FROM candles WHERE pair = 'EURGBP'")
+        db.execute("CALL refresh_continuous_aggregate('candles_4h', NULL, %s)", (series["bucket"].iloc[3000],))
