@@ -64,19 +64,20 @@ DECLARE
     cs bigint[];                      -- running sum of closes in units of 1e-10 (as indicators())
     ca float8[]; cb float8[];         -- running sums of ULTOSC's buying pressure and true range
     obva bigint[];                    -- OBV per bar, relative to the slice's first bar (0 before it)
-    tks float8[]; kjs float8[]; sbs float8[];   -- raw Tenkan, Kijun, Senkou B per bar
+    tks float8[];                     -- raw Tenkan per bar
     dp float8; dm float8; tr float8;
     sp float8 := 0; sm float8 := 0; st float8 := 0;   -- Wilder-smoothed +DM, -DM, TR
     sdx float8 := 0; adx float8;
     -- OBV's window sums: s2 (squares) in bigint while |OBV| cannot pass 4e8 (the slice's ticks),
     -- else in numeric (s2n): exact either way, the numeric path only for huge tick counts.
     s1 bigint := 0; s2 bigint := 0; s2n numeric := 0; big boolean; q numeric;
-    -- Sliding highest high / lowest low over 9, 26 and 52 bars (van Herk / Gil-Werman): the slice
+    -- Sliding highest high / lowest low over 9 and 26 bars (van Herk / Gil-Werman): the slice
     -- from i0 is cut into blocks of the window's length; a window is the suffix (to its block's
     -- end) of its first bar plus the prefix (from its block's start) of its last bar: two lookups
-    -- a bar whatever the prices do. 9 and 52 keep values; 26 keeps bar numbers for Aroon (the
-    -- newest extreme on a tie).
-    p9h float8[]; s9h float8[]; p9l float8[]; s9l float8[]; p52h float8[]; s52h float8[]; p52l float8[]; s52l float8[];
+    -- a bar whatever the prices do. 9 keeps values; 26 keeps bar numbers for Aroon (the newest
+    -- extreme on a tie); 52 bars are two adjacent 26-bar windows.
+    p9h float8[]; s9h float8[]; p9l float8[]; s9l float8[];
+    hh float8[]; ll float8[];         -- highest high / lowest low of the 26 bars to each bar
     p26h integer[]; s26h integer[]; p26l integer[]; s26l integer[];
     hi26 integer; lo26 integer;
     -- Bars before i0 feed only the running sums (closes, Wilder): the windowed columns of the
@@ -105,14 +106,12 @@ BEGIN
     big := total_ticks >= 400000000;
     i0 := greatest(1, first - 77);
     p9h := array_fill(NULL::float8, ARRAY[nb]);
-    s9h := p9h; p9l := p9h; s9l := p9h; p52h := p9h; s52h := p9h; p52l := p9h; s52l := p9h;
+    s9h := p9h; p9l := p9h; s9l := p9h; hh := p9h; ll := p9h;
     p26h := array_fill(NULL::integer, ARRAY[nb]);
     s26h := p26h; p26l := p26h; s26l := p26h;
     FOR i IN REVERSE nb..i0 LOOP
         s9h[i] := CASE WHEN (i - i0) % 9 = 8 OR i = nb THEN h[i] ELSE greatest(h[i], s9h[i + 1]) END;
         s9l[i] := CASE WHEN (i - i0) % 9 = 8 OR i = nb THEN l[i] ELSE least(l[i], s9l[i + 1]) END;
-        s52h[i] := CASE WHEN (i - i0) % 52 = 51 OR i = nb THEN h[i] ELSE greatest(h[i], s52h[i + 1]) END;
-        s52l[i] := CASE WHEN (i - i0) % 52 = 51 OR i = nb THEN l[i] ELSE least(l[i], s52l[i + 1]) END;
         s26h[i] := CASE WHEN (i - i0) % 26 = 25 OR i = nb OR h[i] > h[s26h[i + 1]] THEN i ELSE s26h[i + 1] END;
         s26l[i] := CASE WHEN (i - i0) % 26 = 25 OR i = nb OR l[i] < l[s26l[i + 1]] THEN i ELSE s26l[i + 1] END;
     END LOOP;
@@ -121,47 +120,43 @@ BEGIN
     ca := array_fill(0::float8, ARRAY[nb + 30], ARRAY[-29]);
     cb := ca;
     tks := array_fill(0::float8, ARRAY[nb]);
-    kjs := tks;
-    sbs := tks;
     FOR i IN 1..nb LOOP
         cs[i] := cs[i - 1] + round(c[i] * 1e10)::bigint;
-        IF i >= 2 THEN
-            -- TA-Lib's terms: +DM/-DM, TRUE_RANGE, ULTOSC's buying pressure, OBV's step.
-            dp := h[i] - h[i - 1];
-            dm := l[i - 1] - l[i];
-            tr := greatest(h[i] - l[i], abs(c[i - 1] - h[i]), abs(c[i - 1] - l[i]));
-            IF i <= 14 THEN   -- TA-Lib's bars 1..13: summed into the seed
-                sp := sp + CASE WHEN dp > 0 AND dp > dm THEN dp ELSE 0 END;
-                sm := sm + CASE WHEN dm > 0 AND dp < dm THEN dm ELSE 0 END;
-                st := st + tr;
-            ELSE              -- Wilder: S - S/14 + x, as TA-Lib writes it
-                sp := sp - sp / 14 + CASE WHEN dp > 0 AND dp > dm THEN dp ELSE 0 END;
-                sm := sm - sm / 14 + CASE WHEN dm > 0 AND dp < dm THEN dm ELSE 0 END;
-                st := st - st / 14 + tr;
-            END IF;
-            IF i >= 15 THEN
-                -- DIs: 0 where the smoothed range is 0 (no bar since the seed moved). DX: where the DIs'
-                -- sum is not within TA_EPSILON (1e-14) of 0; elsewhere ADX neither counts nor updates.
-                plus_di_14 := CASE WHEN st = 0 THEN 0 ELSE 100 * (sp / st) END;
-                minus_di_14 := CASE WHEN st = 0 THEN 0 ELSE 100 * (sm / st) END;
-                IF i <= 28 THEN
-                    sdx := sdx + CASE WHEN st <> 0 AND abs(minus_di_14 + plus_di_14) >= 1e-14
-                                      THEN 100 * (abs(minus_di_14 - plus_di_14) / (minus_di_14 + plus_di_14)) ELSE 0 END;
-                    IF i = 28 THEN
-                        adx_14 := sdx / 14;
-                    END IF;
-                ELSIF st <> 0 AND abs(minus_di_14 + plus_di_14) >= 1e-14 THEN
-                    adx_14 := (adx_14 * 13 + 100 * (abs(minus_di_14 - plus_di_14) / (minus_di_14 + plus_di_14))) / 14;
-                END IF;
-            END IF;
-            CONTINUE WHEN i < i0;
-            -- ULTOSC's buying pressure and true range as running sums; a window is a difference.
-            ca[i] := ca[i - 1] + (c[i] - least(l[i], c[i - 1]));
-            cb[i] := cb[i - 1] + tr;
-            obva[i] := obva[i - 1] + CASE WHEN c[i] > c[i - 1] THEN v[i] WHEN c[i] < c[i - 1] THEN -v[i] ELSE 0 END;
-        ELSE
-            CONTINUE WHEN i < i0;
+        -- TA-Lib's terms: +DM/-DM, TRUE_RANGE, ULTOSC's buying pressure, OBV's step. Bar 1 has no
+        -- previous bar: its DMs and OBV step are 0 (NULL comparisons), its range is kept out of the
+        -- seed, and its ULTOSC terms cancel in every window difference the output reads.
+        dp := h[i] - h[i - 1];
+        dm := l[i - 1] - l[i];
+        tr := greatest(h[i] - l[i], abs(c[i - 1] - h[i]), abs(c[i - 1] - l[i]));
+        IF i <= 14 THEN   -- TA-Lib's bars 1..13: summed into the seed
+            sp := sp + CASE WHEN dp > 0 AND dp > dm THEN dp ELSE 0 END;
+            sm := sm + CASE WHEN dm > 0 AND dp < dm THEN dm ELSE 0 END;
+            st := st + CASE WHEN i = 1 THEN 0 ELSE tr END;
+        ELSE              -- Wilder: S - S/14 + x, as TA-Lib writes it
+            sp := sp - sp / 14 + CASE WHEN dp > 0 AND dp > dm THEN dp ELSE 0 END;
+            sm := sm - sm / 14 + CASE WHEN dm > 0 AND dp < dm THEN dm ELSE 0 END;
+            st := st - st / 14 + tr;
         END IF;
+        IF i >= 15 THEN
+            -- DIs: 0 where the smoothed range is 0 (no bar since the seed moved). DX: where the DIs'
+            -- sum is not within TA_EPSILON (1e-14) of 0; elsewhere ADX neither counts nor updates.
+            plus_di_14 := CASE WHEN st = 0 THEN 0 ELSE 100 * (sp / st) END;
+            minus_di_14 := CASE WHEN st = 0 THEN 0 ELSE 100 * (sm / st) END;
+            IF i <= 28 THEN
+                sdx := sdx + CASE WHEN st <> 0 AND abs(minus_di_14 + plus_di_14) >= 1e-14
+                                  THEN 100 * (abs(minus_di_14 - plus_di_14) / (minus_di_14 + plus_di_14)) ELSE 0 END;
+                IF i = 28 THEN
+                    adx_14 := sdx / 14;
+                END IF;
+            ELSIF st <> 0 AND abs(minus_di_14 + plus_di_14) >= 1e-14 THEN
+                adx_14 := (adx_14 * 13 + 100 * (abs(minus_di_14 - plus_di_14) / (minus_di_14 + plus_di_14))) / 14;
+            END IF;
+        END IF;
+        CONTINUE WHEN i < i0;
+        -- ULTOSC's buying pressure and true range as running sums; a window is a difference.
+        ca[i] := ca[i - 1] + (c[i] - least(l[i], c[i - 1]));
+        cb[i] := cb[i - 1] + tr;
+        obva[i] := obva[i - 1] + CASE WHEN c[i] > c[i - 1] THEN v[i] WHEN c[i] < c[i - 1] THEN -v[i] ELSE 0 END;
         s1 := s1 + obva[i] - obva[i - 50];
         IF big THEN
             s2n := s2n + obva[i]::numeric * obva[i] - obva[i - 50]::numeric * obva[i - 50];
@@ -170,14 +165,13 @@ BEGIN
         END IF;
         p9h[i] := CASE WHEN (i - i0) % 9 = 0 THEN h[i] ELSE greatest(p9h[i - 1], h[i]) END;
         p9l[i] := CASE WHEN (i - i0) % 9 = 0 THEN l[i] ELSE least(p9l[i - 1], l[i]) END;
-        p52h[i] := CASE WHEN (i - i0) % 52 = 0 THEN h[i] ELSE greatest(p52h[i - 1], h[i]) END;
-        p52l[i] := CASE WHEN (i - i0) % 52 = 0 THEN l[i] ELSE least(p52l[i - 1], l[i]) END;
         p26h[i] := CASE WHEN (i - i0) % 26 = 0 OR h[i] >= h[p26h[i - 1]] THEN i ELSE p26h[i - 1] END;
         p26l[i] := CASE WHEN (i - i0) % 26 = 0 OR l[i] <= l[p26l[i - 1]] THEN i ELSE p26l[i - 1] END;
-        -- Raw lines (a partial window near i0 yields a value the NULL rules below never read).
+        -- Tenkan, and the 26-bar extremes (52 bars are two 26-bar windows). A partial window near i0
+        -- yields a value the NULL rules below never read.
         tks[i] := (greatest(p9h[i], s9h[i - 8]) + least(p9l[i], s9l[i - 8])) / 2;
-        kjs[i] := (greatest(h[p26h[i]], h[s26h[i - 25]]) + least(l[p26l[i]], l[s26l[i - 25]])) / 2;
-        sbs[i] := (greatest(p52h[i], s52h[i - 51]) + least(p52l[i], s52l[i - 51])) / 2;
+        hh[i] := greatest(h[p26h[i]], h[s26h[i - 25]]);
+        ll[i] := least(l[p26l[i]], l[s26l[i - 25]]);
         CONTINUE WHEN i < first;
         bucket := bk[i]; open := o[i]; high := h[i]; low := l[i]; close := c[i]; ticks := v[i];
         ma_21 := CASE WHEN i >= 21 THEN (cs[i] - cs[i - 21]) / 21e10::float8 END;
@@ -197,9 +191,9 @@ BEGIN
         q := 50 * CASE WHEN big THEN s2n ELSE s2::numeric END - s1::numeric * s1;
         obv_z_50 := CASE WHEN i >= 50 AND q > 0 THEN (50 * obva[i] - s1)::float8 / sqrt(q::float8) END;
         tenkan := CASE WHEN i >= 9 THEN tks[i] END;
-        kijun := CASE WHEN i >= 26 THEN kjs[i] END;
-        senkou_a := CASE WHEN i >= 51 THEN (tks[i - 25] + kjs[i - 25]) / 2 END;
-        senkou_b := CASE WHEN i >= 77 THEN sbs[i - 25] END;
+        kijun := CASE WHEN i >= 26 THEN (hh[i] + ll[i]) / 2 END;
+        senkou_a := CASE WHEN i >= 51 THEN (tks[i - 25] + (hh[i - 25] + ll[i - 25]) / 2) / 2 END;
+        senkou_b := CASE WHEN i >= 77 THEN (greatest(hh[i - 25], hh[i - 51]) + least(ll[i - 25], ll[i - 51])) / 2 END;
         chikou_ref := CASE WHEN i >= 26 THEN c[i - 25] END;
         RETURN NEXT;
     END LOOP;
