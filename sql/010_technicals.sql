@@ -27,16 +27,18 @@
 -- * The first version was pure SQL window functions: Wilder's recursion S_t = a*S_{t-1} + x_t
 --   (a = 13/14) has the closed form S_t = a^t * sum_{k<=t} x_k a^-k, a running sum(); Aroon the
 --   max of (dense rank, bar number) keys; Ichimoku's doubling lags as in indicators(). Exact, but
---   8.9 ms a series: every lag() and every window level copies and deforms a wide row (~65 window
+--   8.3-8.9 ms a series: every lag() and every window level copies and deforms a wide row (~65 window
 --   calls a bar; narrowing the rows gained 7 %). A custom aggregate would add a plpgsql call per
 --   bar and per smoothed series on top of that.
 -- * This loop reads the slice once into arrays and runs TA-Lib's own recursions (Wilder as
---   S - S/14 + x, OBV, the 50-bar OBV window as running exact sums): 4.4 ms, half. A plpgsql
+--   S - S/14 + x, OBV, the 50-bar OBV window as running exact sums): 3.7-3.9 ms, 0.45 of that;
+--   56 series in one query take ~210 ms in the database (README's figures table). A plpgsql
 --   statement costs ~0.1-0.2 us here, so the loop is written for few statements a bar: bars
 --   older than the windows of the returned bars (77 back) only run the Wilder and close sums;
---   the sliding highs and lows of 9, 26 and 52 bars take two lookups a bar (van Herk / Gil-Werman
+--   the sliding highs and lows of 9 and 26 bars take two lookups a bar (van Herk / Gil-Werman
 --   blocks; TA-Lib's AROON rescans a window whenever its extreme leaves it, 40 statements a bar
---   in a trend); ULTOSC's 7/14/28-bar sums are differences of running sums.
+--   in a trend), 52 bars are two 26-bar windows; ULTOSC's 7/14/28-bar sums are differences of
+--   running sums.
 -- * Exactness: max and min are exact, so Tenkan/Kijun/Senkou equal indicators() bit for bit;
 --   SMAs are differences of exact integer sums (closes in units of 1e-10, as MA-200 in
 --   indicators()); OBV's mean and variance use exact integers (bigint, numeric when tick counts
