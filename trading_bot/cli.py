@@ -23,6 +23,8 @@ from collector.config import ConfigError
 from .config import BOT_TIMEFRAMES, BotSettings, load_bot_settings
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from .market_data import MarketData
 
 log = logging.getLogger("trading_bot")
@@ -108,6 +110,7 @@ def cmd_signals(args: argparse.Namespace) -> int:
                     _fmt(r.tenkan, digits), _fmt(r.kijun, digits), cloud, vs_cloud, trend,
                 )  # fmt: skip
         console.print(table)
+        console.print(_technicals_table(market, pairs, timeframes))
         stored = SignalStore(market.pool).latest(pairs, timeframes, limit=args.limit)
     sig = Table(title=f"Latest signals ({len(stored)})", title_justify="left")
     for col in ("bar (UTC)", "pair", "tf", "strategy", "side", "price", "order", "reason"):
@@ -120,6 +123,37 @@ def cmd_signals(args: argparse.Namespace) -> int:
         )  # fmt: skip
     console.print(sig)
     return 0
+
+
+def _technicals_table(market: MarketData, pairs: list[str], timeframes: list[str]) -> Table:
+    """The rest of the bot's indicator set on the newest complete bar, and the volume profile's
+    POC and value area over the last 90 bars (technicals() and volume_profile() in SQL)."""
+    from rich.table import Table
+
+    table = Table(title="Technicals of the latest complete bars (TA-Lib definitions)", title_justify="left")
+    cols = ("pair", "tf", "ADX", "+DI", "-DI", "Aroon up", "Aroon dn", "UltOsc", "OBV z", "MA-21", "MA-50", "POC",
+            "value area (70%)")  # fmt: skip
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("pair", "tf") else "right")
+    for pair in pairs:
+        digits = 3 if pair.endswith("JPY") else 5
+        for tf in timeframes:
+            f = market.technicals(pair, tf, 1)
+            if f.empty:
+                table.add_row(pair, tf, *["-"] * (len(cols) - 2))
+                continue
+            r = f.iloc[-1]
+            prof = market.volume_profile(pair, tf)
+            poc = prof.loc[prof["poc"]]
+            area = prof.loc[prof["in_value_area"]]
+            table.add_row(
+                pair, tf, _fmt(r.adx_14, 1), _fmt(r.plus_di_14, 1), _fmt(r.minus_di_14, 1), _fmt(r.aroon_up_25, 0),
+                _fmt(r.aroon_down_25, 0), _fmt(r.ultosc, 1), _fmt(r.obv_z_50, 2), _fmt(r.ma_21, digits),
+                _fmt(r.ma_50, digits),
+                "-" if poc.empty else _fmt((poc.price_low.iloc[0] + poc.price_high.iloc[0]) / 2, digits),
+                "-" if area.empty else f"{_fmt(area.price_low.min(), digits)}..{_fmt(area.price_high.max(), digits)}",
+            )  # fmt: skip
+    return table
 
 
 # --- run --------------------------------------------------------------------------------------
@@ -235,18 +269,24 @@ def cmd_warmup(args: argparse.Namespace) -> int:
 
 # --- plot -------------------------------------------------------------------------------------
 def cmd_plot(args: argparse.Namespace) -> int:
-    """Draw candles with MA-200 and the Ichimoku cloud to a PNG."""
+    """Draw candles with MA-200 and the Ichimoku cloud to a PNG, ADX, Aroon and the Ultimate
+    Oscillator under them and the volume profile beside them."""
     from .plot import render_chart
 
     settings = _settings(args)
     pair = _pairs(args, settings)[0]
     tf = args.timeframe
+    if args.profile_bars < 0:
+        raise ConfigError(f"--profile-bars must be 0 (no profile) or more bars, got {args.profile_bars}")
     with _market(settings) as market:
         frame = market.indicators(pair, tf, args.bars, args.include_forming, settings.displacement)
+        tech = market.technicals(pair, tf, args.bars, args.include_forming)
+        profile = market.volume_profile(pair, tf, bars=args.profile_bars) if args.profile_bars else None
     if frame.empty:
         print(f"trading-bot plot: no {tf} bars for {pair} yet", file=sys.stderr)
         return 1
-    path = render_chart(frame, args.output)
+    path = render_chart(frame, args.output, technicals=tech if tech.index.equals(frame.index) else None,
+                        profile=profile)  # fmt: skip
     print(f"wrote {path} ({len(frame)} bars of {pair} {tf})")
     return 0
 
@@ -296,13 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_warmup)
 
     p = sub.add_parser(
-        "plot", help="draw candles, MA-200 and the Ichimoku cloud to a PNG", description=cmd_plot.__doc__
-    )
+        "plot", help="draw candles, MA-200, the cloud, ADX, Aroon, UltOsc and the volume profile to a PNG",
+        description=cmd_plot.__doc__,
+    )  # fmt: skip
     p.add_argument("--pair", action="append", required=True, help="the pair, e.g. EURUSD")
     p.add_argument("--timeframe", default="15m", choices=BOT_TIMEFRAMES, help="default 15m")
     p.add_argument("--bars", type=int, default=300, help="bars to draw (default 300)")
     p.add_argument("-o", "--output", default="chart.png", help="PNG file to write (default chart.png)")
     p.add_argument("--include-forming", action="store_true", help="draw the forming bar too")
+    p.add_argument("--profile-bars", type=int, default=90, help="complete bars in the volume profile (0: none)")
     p.set_defaults(func=cmd_plot)
     return parser
 

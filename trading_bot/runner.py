@@ -119,6 +119,11 @@ class Runner:
             return None
         self._last_bar[key] = bar
         self.evaluations += 1
+        if getattr(self.strategy, "technicals", False):
+            tech = self.market.technicals(pair, timeframe, len(frame))
+            attrs = frame.attrs
+            frame = frame.join(tech.drop(columns=frame.columns.intersection(tech.columns)))
+            frame.attrs = attrs
         signal = self.strategy.evaluate(frame)
         if signal is None:
             return None

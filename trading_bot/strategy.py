@@ -1,7 +1,8 @@
 """Strategies decide on the newest complete bar; the runner does everything else.
 
 A strategy sees a frame from `MarketData.indicators()` (oldest first, `frame.attrs` naming pair,
-timeframe and displacement) and returns a `Signal` for the newest bar or None. It has no I/O and
+timeframe and displacement), with the columns of `MarketData.technicals()` joined when it sets
+`technicals = True`, and returns a `Signal` for the newest bar or None. It has no I/O and
 no state, so the same frame always gives the same answer: replaying history, re-evaluating a
 bar after a restart and unit tests all see what the live bot saw.
 """
@@ -34,12 +35,27 @@ class Signal:
 
 @runtime_checkable
 class Strategy(Protocol):
-    """What the runner needs from a strategy."""
+    """What the runner needs from a strategy (an optional `technicals: bool` attribute asks for the
+    technicals() columns too: ADX, Aroon, Ultimate Oscillator, OBV z-score, MA-21/50)."""
 
     name: str
     bars_needed: int  # newest bars evaluate() looks at; the runner fetches that many
 
     def evaluate(self, frame: pd.DataFrame) -> Signal | None: ...
+
+
+# The rest of the indicator set, recorded with a signal as context (they do not change the decision).
+CONTEXT = (
+    "ma_21",
+    "ma_50",
+    "adx_14",
+    "plus_di_14",
+    "minus_di_14",
+    "aroon_up_25",
+    "aroon_down_25",
+    "ultosc",
+    "obv_z_50",
+)
 
 
 def _value(x: object) -> float | None:
@@ -59,6 +75,7 @@ class IchimokuMa200:
 
     name: str = "ichimoku_ma200"
     bars_needed: int = 2
+    technicals: bool = True  # record ADX, Aroon, ... with each signal
 
     def evaluate(self, frame: pd.DataFrame) -> Signal | None:
         if len(frame) < 2:
@@ -81,6 +98,7 @@ class IchimokuMa200:
             return None
         values = {k: _value(bar[k]) for k in needed}
         values |= {"prev_tenkan": _value(prev["tenkan"]), "prev_kijun": _value(prev["kijun"])}
+        values |= {k: _value(bar[k]) for k in CONTEXT if k in frame.columns}
         bucket = frame.index[-1].to_pydatetime()
         return Signal(
             pair=str(frame.attrs["pair"]),

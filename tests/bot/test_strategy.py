@@ -73,3 +73,19 @@ def test_no_signal_while_a_window_is_incomplete() -> None:
     f = frame({**BULL, "tenkan": 1.100, "kijun": 1.101}, {**BULL, "tenkan": 1.103, "kijun": 1.102, "ma_200": math.nan})
 
     assert IchimokuMa200().evaluate(f) is None
+
+
+def test_the_technicals_in_the_frame_are_recorded_with_the_signal() -> None:
+    tech = {"adx_14": 31.5, "aroon_up_25": 96.0, "ultosc": 58.2, "obv_z_50": 1.4}
+    f = frame({**BULL, "tenkan": 1.100, "kijun": 1.101}, {**BULL, "tenkan": 1.103, "kijun": 1.102, **tech})
+
+    signal = IchimokuMa200().evaluate(f)
+
+    assert signal is not None and IchimokuMa200().technicals
+    assert {k: signal.indicators[k] for k in tech} == tech
+    assert (
+        "adx_14"
+        not in IchimokuMa200()
+        .evaluate(frame({**BULL, "tenkan": 1.1, "kijun": 1.101}, {**BULL, "tenkan": 1.103, "kijun": 1.102}))
+        .indicators
+    )

@@ -27,12 +27,19 @@ QUERIES = [q for name, board in dashboards().items() for q in sql_queries(name, 
 CANDLE_QUERY = next(q for q in QUERIES if q.panel_type == "candlestick")
 TICKS_QUERY = next(q for q in QUERIES if q.where.startswith("fx-candles: Ticks per bar"))
 NEWEST_QUERY = next(q for q in QUERIES if "Newest candle per pair" in q.where)
+TECHNICAL_QUERIES = [q for q in QUERIES if "FROM technicals(" in q.text]
+PROFILE_QUERY = next(q for q in QUERIES if "volume_profile(" in q.text)
 
 # Objects other migrations add; a query that needs one that is not migrated yet is skipped, not failed.
 HAS_INDICATORS = "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'indicators')"
 OPTIONAL_OBJECTS = {
     r"\bindicators\s*\(": (HAS_INDICATORS, "indicators()"),
     r"\bFROM\s+signals\b": ("SELECT to_regclass('public.signals') IS NOT NULL", "the signals table"),
+    r"\btechnicals\s*\(": ("SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'technicals')", "technicals()"),
+    r"\bvolume_profile\s*\(": (
+        "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'volume_profile')",
+        "volume_profile()",
+    ),
 }
 
 
@@ -146,3 +153,33 @@ def test_newest_candle_table_lists_every_enabled_pair_and_timeframe(market_data,
     rows = run_as_grafana(db_url, NEWEST_QUERY, "15m")
     assert len(rows) == 28 * 2
     assert {(r[0], r[1]) for r in rows if r[2] is not None} == {(PAIR, "5m"), (PAIR, "15m")}
+
+
+def test_indicator_panels_cover_the_bots_whole_indicator_set() -> None:
+    columns = " ".join(q.text for q in TECHNICAL_QUERIES)
+    for col in ("adx_14", "plus_di_14", "minus_di_14", "aroon_up_25", "aroon_down_25", "ultosc", "obv_z_50", "ma_21"):
+        assert col in columns, f"no panel charts {col}"
+
+
+@pytest.mark.parametrize("query", TECHNICAL_QUERIES, ids=[q.where for q in TECHNICAL_QUERIES])
+def test_indicator_panel_draws_every_series_on_the_newest_15m_bar(market_data, db_url: str, query: Query) -> None:
+    rows = run_as_grafana(db_url, query, "15m")
+    assert RANGE[0] <= rows[0][0] and rows[-1][0] > NOW - dt.timedelta(minutes=15), "the range, forming bar included"
+    assert None not in rows[-1], f"{query.where}: a series is missing on the newest bar"
+
+
+def test_volume_profile_panel_has_24_bins_highest_first_one_poc_and_every_tick(
+    market_data, db_url: str, db: psycopg.Connection
+) -> None:
+    rows = run_as_grafana(db_url, PROFILE_QUERY, "15m")
+    (ticks,) = db.execute(
+        "SELECT sum(ticks) FROM (SELECT ticks FROM candles WHERE pair = %s AND timeframe = '15m' AND complete"
+        " ORDER BY bucket DESC LIMIT 90) c",
+        (PAIR,),
+    ).fetchone()
+
+    assert len(rows) == 24
+    prices = [float(label.removesuffix(" POC")) for label, _, _ in rows]
+    assert prices == sorted(prices, reverse=True)
+    assert sum(label.endswith(" POC") for label, _, _ in rows) == 1
+    assert sum(a + b for _, a, b in rows) == pytest.approx(ticks)
