@@ -23,7 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "reliability.md"
 
 # Table order: by file as below, then as the tests are written.
-FILES = ("test_stream_faults", "test_database_faults", "test_process_faults", "test_input_faults", "test_rest_faults")
+FILES = (
+    "test_stream_faults", "test_database_faults", "test_process_faults", "test_input_faults", "test_rest_faults",
+    "test_integrity_faults",
+)  # fmt: skip
 
 
 def _key(e: dict[str, Any]) -> tuple[int, int, str]:
@@ -62,6 +65,12 @@ def _figures(e: dict[str, Any]) -> str:
         ("unrecoverable", "{} unrecoverable"),
         ("rest_errors", "{} REST errors"),
         ("logins_refused", "{} logins refused"),
+        ("backlog_at_sigterm", "{} repairs pending at SIGTERM"),
+        ("flags_spooled", "{} flags spooled"),
+        ("consumer_error_buckets", "{} buckets flagged by the failed batch"),
+        ("quarantined_ticks", "{} ticks quarantined"),
+        ("updates_lost", "{:,} updates lost at the queue bound"),
+        ("overflow_flags", "{} overflow flags"),
         ("rest_points", "{} REST points"),
     )
     out = []
@@ -72,6 +81,10 @@ def _figures(e: dict[str, Any]) -> str:
         if isinstance(v, dict):
             v = ", ".join(f"{n} {r}" for r, n in v.items())
         out.append(fmt.format(v))
+    a = e.get("audit")
+    if isinstance(a, dict):
+        out.append(f"audit: {a.get('unaccounted', '?')} unaccounted, {a.get('differing', '?')} of "
+                   f"{a.get('checked_against_ticks', '?')} differ from ticks")  # fmt: skip
     return "; ".join(out)
 
 
