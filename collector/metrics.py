@@ -180,7 +180,7 @@ class Metrics:
         )
         self.repairs = Counter(
             f"{p}_repairs_total",
-            "Repair outcomes: rest (replaced), empty, unrecoverable",
+            "Repair outcomes: rest (replaced), composed (from finer candles, no points), empty, unrecoverable",
             ["outcome"],
             registry=r,
         )
@@ -232,7 +232,7 @@ class Metrics:
             self.late_ticks.labels(outcome)
         for reason in ("server_dropped", "queue_full"):
             self.updates_lost.labels(reason)
-        for outcome in ("rest", "empty", "unrecoverable"):
+        for outcome in ("rest", "composed", "empty", "unrecoverable"):
             self.repairs.labels(outcome)
         for result in ("ok", "refused", "error"):
             self.logins.labels(result)

@@ -20,6 +20,7 @@ from typing import Protocol
 import psycopg
 
 from . import timeframes as tfs
+from .compose import compose
 from .config import Settings
 from .ig_rest import AllowanceExhausted, BudgetExceeded, RestClient, RestError
 from .market_hours import market_buckets
@@ -235,25 +236,85 @@ class RepairWorker:
         resolved = self._give_up_unserved(conn, [r for r in due if r[1] not in served])
         if now < self.blocked_until_ms:
             return resolved
-        # Longer timeframes first: fewer points per hour of history when the budget is short.
-        for pair, tf, buckets in sorted(_contiguous([r for r in due if r[1] in served]),
-                                        key=lambda g: -tfs.minutes(g[1])):  # fmt: skip
-            if self._stop.is_set():
-                break
-            try:
-                resolved += self._repair_range(conn, pair, tf, buckets)
-            except psycopg.Error as e:
-                if not is_permanent(e):
-                    raise  # the database is away: the loop reconnects and retries
-                self._note_failure(conn, pair, tf, buckets, f"the database refused the REST candles: {e}".strip())
-            except Exception as e:  # one group's surprise must not stop every other repair
-                log.exception("repair of one range failed", extra={"pair": pair, "timeframe": tf})
-                self._note_failure(conn, pair, tf, buckets, f"{type(e).__name__}: {e}")
-            if on_progress:
-                on_progress(len(buckets))
+        # Finest timeframe first: a coarser bucket whose finer buckets are then all complete is
+        # composed from them (a 15m candle is exactly its three 5m ones) instead of bought again.
+        for tf in sorted({r[1] for r in due if r[1] in served}, key=tfs.minutes):
+            rows_tf = [r for r in due if r[1] == tf]
+            finer = _finer(tf, served)
+            if finer is not None:
+                composed, rows_tf = self._compose(conn, tf, finer, rows_tf)
+                resolved += composed
+            for pair, tf_, buckets in _contiguous(rows_tf):
+                if self._stop.is_set():
+                    break
+                resolved += self._repair_group(conn, pair, tf_, buckets)
+                if on_progress:
+                    on_progress(len(buckets))
         if resolved:
             self.metrics.repairs_pending.set(len(self.pending(conn)))
         return resolved
+
+    def _repair_group(self, conn: psycopg.Connection, pair: str, tf: str, buckets: list[tuple[int, int]]) -> int:
+        try:
+            return self._repair_range(conn, pair, tf, buckets)
+        except psycopg.Error as e:
+            if not is_permanent(e):
+                raise  # the database is away: the loop reconnects and retries
+            self._note_failure(conn, pair, tf, buckets, f"the database refused the REST candles: {e}".strip())
+        except Exception as e:  # one group's surprise must not stop every other repair
+            log.exception("repair of one range failed", extra={"pair": pair, "timeframe": tf})
+            self._note_failure(conn, pair, tf, buckets, f"{type(e).__name__}: {e}")
+        return 0
+
+    def _compose(
+        self, conn: psycopg.Connection, tf: str, finer: str, rows: list[tuple[str, str, int, int]]
+    ) -> tuple[int, list[tuple[str, str, int, int]]]:
+        """Replace what can be built from stored complete `finer` candles; defer a bucket while a
+        finer bucket inside it still waits for its own repair. Returns (composed, rows to buy)."""
+        if not rows:
+            return 0, rows
+        n = tfs.length_ms(tf)
+        pairs = sorted({r[0] for r in rows})
+        lo, hi = min(r[2] for r in rows), max(r[2] for r in rows) + n
+        stored = [
+            Candle(p, finer, _ms(b), *px, int(ticks), True, src)
+            for p, b, *px, ticks, src in conn.execute(
+                "SELECT pair, bucket, bid_open, bid_high, bid_low, bid_close, ask_open, ask_high, ask_low, "
+                "ask_close, ticks, source FROM candles WHERE timeframe = %s AND pair = ANY(%s) AND complete "
+                "AND bucket >= %s AND bucket < %s",
+                (finer, pairs, _ts(lo), _ts(hi)),
+            ).fetchall()
+        ]
+        waiting = {
+            (p, _ms(b) - _ms(b) % n)
+            for p, b in conn.execute(
+                "SELECT pair, bucket FROM candle_repairs WHERE timeframe = %s AND pair = ANY(%s) "
+                "AND resolved_at IS NULL AND bucket >= %s AND bucket < %s",
+                (finer, pairs, _ts(lo), _ts(hi)),
+            ).fetchall()
+        }
+        built = {(c.pair, c.bucket_ms): c for c in compose(stored, tf)}
+        to_buy, done = [], 0
+        for row in rows:
+            pair, _tf, b, _attempts = row
+            c = built.get((pair, b))
+            if c is None:
+                if (pair, b) not in waiting:
+                    to_buy.append(row)
+                continue
+            store_rest(conn, [c], replace_partial=True)
+            conn.execute(
+                "UPDATE candle_repairs SET resolved_at = now(), resolution = 'composed', attempts = attempts + 1 "
+                "WHERE pair = %s AND timeframe = %s AND bucket = %s",
+                (pair, tf, _ts(b)),
+            )
+            self.book.resolved(pair, tf, b)
+            self.metrics.repairs.labels("composed").inc()
+            done += 1
+        if done:
+            log.info("composed from finer candles instead of bought", extra={"timeframe": tf, "from": finer,
+                     "buckets": done, "points_saved": done})  # fmt: skip
+        return done, to_buy
 
     def _give_up_unserved(self, conn: psycopg.Connection, rows: list[tuple[str, str, int, int]]) -> int:
         """Buckets of a timeframe with backfill off (COLLECTOR_BACKFILL_TIMEFRAMES): nothing will
@@ -378,6 +439,13 @@ class RepairWorker:
                     extra={"pair": pair, "timeframe": tf, "bucket": _ts(b).isoformat(), "error": error},
                 )  # fmt: skip
         log.warning("REST repair failed; will retry", extra={"pair": pair, "timeframe": tf, "error": error})
+
+
+def _finer(tf: str, served: Iterable[str]) -> str | None:
+    """The coarsest repaired timeframe that divides `tf` (15m from 5m), if any."""
+    n = tfs.length_ms(tf)
+    fits = [t for t in served if tfs.length_ms(t) < n and n % tfs.length_ms(t) == 0]
+    return max(fits, key=tfs.minutes) if fits else None
 
 
 def _contiguous(rows: list[tuple[str, str, int, int]]) -> Iterable[tuple[str, str, list[tuple[int, int]]]]:

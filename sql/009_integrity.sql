@@ -68,7 +68,7 @@ BEGIN
         ON CONFLICT (pair, timeframe, bucket) DO UPDATE
             SET resolved_at = NULL, resolution = NULL, reason = EXCLUDED.reason, attempts = 0, last_error = NULL
             WHERE cr.resolved_at IS NOT NULL
-              AND (cr.resolution IS DISTINCT FROM 'rest' OR EXCLUDED.reason = 'late_tick')
+              AND (cr.resolution NOT IN ('rest', 'composed') OR EXCLUDED.reason = 'late_tick')
         RETURNING 1
     ), demoted AS (
         UPDATE candles c SET complete = false

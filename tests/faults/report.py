@@ -71,6 +71,7 @@ def _figures(e: dict[str, Any]) -> str:
         ("quarantined_ticks", "{} ticks quarantined"),
         ("updates_lost", "{:,} updates lost at the queue bound"),
         ("overflow_flags", "{} overflow flags"),
+        ("composed", "{} composed from 5m (no points)"),
         ("rest_points", "{} REST points"),
     )
     out = []

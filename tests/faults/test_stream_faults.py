@@ -40,6 +40,9 @@ def test_three_drops_close_abort_close_each_recovered_and_backfilled(scenario) -
     s.assert_from_rest(sorted({_bucket(d) for d in drops}))
     (repaired,) = s.sql("SELECT count(*) FROM candle_repairs WHERE resolution = 'rest'")[0]
     assert s.notes["rest_points"] == repaired, "one REST point per repaired candle, none for good candles"
+    (composed,) = s.sql("SELECT count(*) FROM candle_repairs WHERE resolution = 'composed' AND timeframe = '15m'")[0]
+    assert composed >= 28, "a 15m bucket whose three 5m buckets are complete is composed from them, not bought"
+    s.notes["composed"] = int(composed)
 
 
 def test_server_ends_session_with_retry_and_terminal_codes_in_turn(scenario) -> None:
