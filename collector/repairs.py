@@ -374,11 +374,12 @@ class RepairWorker:
                 )
         for b, _ in buckets:
             self.book.resolved(pair, tf, b)
+            if b in invalid:  # counted as unrecoverable there
+                self._report_invalid(conn, pair, tf, b, invalid[b])
+                continue
             outcome = "rest" if b in got else "empty"
             self.metrics.repairs.labels(outcome).inc()
-            if b in invalid:
-                self._report_invalid(conn, pair, tf, b, invalid[b])
-            elif outcome == "empty":
+            if outcome == "empty":
                 self._report_empty(conn, pair, tf, b)
         self.metrics.candles_written.labels(tf, "rest").inc(len(candles))
         log.info(
