@@ -394,7 +394,11 @@ class Writer:
         duplicates cost nothing, and the map is bounded by the buckets, not by the events."""
         with self._lock:
             for r in flags:
-                self._pending.repairs.setdefault((r.pair, r.timeframe, r.bucket_ms), r.reason)
+                key = (r.pair, r.timeframe, r.bucket_ms)
+                # The newest reason wins, except that a too-late tick's (which re-opens even a
+                # REST-repaired bucket) is never displaced before it is written.
+                if self._pending.repairs.get(key) != "late_tick":
+                    self._pending.repairs[key] = r.reason
             if self._pending.first_submit is None:
                 self._pending.first_submit = self._mono()
         self.wakeup.set()
@@ -582,7 +586,8 @@ class Writer:
             taken.candles[key] = _later(taken.candles.get(key), val)
         taken.notify.update(cur.notify)
         for key, reason in cur.repairs.items():
-            taken.repairs.setdefault(key, reason)
+            if taken.repairs.get(key) != "late_tick":
+                taken.repairs[key] = reason
         taken.coverage.extend(cur.coverage)
         _merge_gaps(taken.tick_gaps, cur.tick_gaps)
         if taken.first_submit is None:

@@ -50,7 +50,7 @@ CREATE INDEX IF NOT EXISTS tick_gaps_time_idx ON tick_gaps (pair, from_time, to_
 -- REST already replaced the bucket; a too-late tick re-opens even that, since the REST candle
 -- was fetched before the tick existed in our records. A complete stream row of a flagged bucket
 -- is demoted to incomplete: it is short of ticks until repaired. Returns the flags that are new
--- or re-opened.
+-- or re-opened (a pending one takes the newest reason).
 CREATE OR REPLACE FUNCTION flag_candle_repairs(p_pairs text[], p_timeframes text[], p_buckets timestamptz[],
                                                p_reasons text[])
 RETURNS integer
@@ -66,9 +66,11 @@ BEGIN
         INSERT INTO candle_repairs AS cr (pair, timeframe, bucket, reason)
         SELECT p, tf, b, r FROM k
         ON CONFLICT (pair, timeframe, bucket) DO UPDATE
-            SET resolved_at = NULL, resolution = NULL, reason = EXCLUDED.reason, attempts = 0, last_error = NULL
-            WHERE cr.resolved_at IS NOT NULL
-              AND (cr.resolution NOT IN ('rest', 'composed') OR EXCLUDED.reason = 'late_tick')
+            SET reason = EXCLUDED.reason, resolved_at = NULL, resolution = NULL,
+                attempts = CASE WHEN cr.resolved_at IS NULL THEN cr.attempts ELSE 0 END,
+                last_error = CASE WHEN cr.resolved_at IS NULL THEN cr.last_error END
+            WHERE cr.resolved_at IS NULL  -- still owed: the newest reason is kept
+               OR cr.resolution NOT IN ('rest', 'composed') OR EXCLUDED.reason = 'late_tick'
         RETURNING 1
     ), demoted AS (
         UPDATE candles c SET complete = false
