@@ -286,7 +286,7 @@ class RepairWorker:
             ).fetchall()
         ]
         waiting = {
-            (p, _ms(b) - _ms(b) % n)
+            (p, tfs.bucket_start(_ms(b), n))
             for p, b in conn.execute(
                 "SELECT pair, bucket FROM candle_repairs WHERE timeframe = %s AND pair = ANY(%s) "
                 "AND resolved_at IS NULL AND bucket >= %s AND bucket < %s",
@@ -320,15 +320,7 @@ class RepairWorker:
         """Buckets of a timeframe with backfill off (COLLECTOR_BACKFILL_TIMEFRAMES): nothing will
         ever repair them, so they are reported as unrecoverable at once instead of waiting."""
         for pair, tf, b, _attempts in rows:
-            conn.execute(
-                "UPDATE candle_repairs SET resolved_at = now(), resolution = 'unrecoverable', "
-                "last_error = 'backfill is off for this timeframe' "
-                "WHERE pair = %s AND timeframe = %s AND bucket = %s AND resolved_at IS NULL",
-                (pair, tf, _ts(b)),
-            )
-            conn.execute(_DEMOTE, ([pair], [tf], [_ts(b)]))
-            self.book.resolved(pair, tf, b)
-            self.metrics.repairs.labels("unrecoverable").inc()
+            self._declare_unrecoverable(conn, pair, tf, b, "backfill is off for this timeframe")
         if rows:
             log.warning(
                 "partial buckets of timeframes without backfill reported as unrecoverable",
@@ -388,6 +380,19 @@ class RepairWorker:
         )
         return len(buckets)
 
+    def _declare_unrecoverable(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int,
+                               error: str | None) -> None:  # fmt: skip
+        """Resolved as unrecoverable (reported, never retried); a partial stream row stays
+        incomplete rather than being passed off as complete."""
+        conn.execute(
+            "UPDATE candle_repairs SET resolved_at = coalesce(resolved_at, now()), resolution = 'unrecoverable', "
+            "last_error = coalesce(%s, last_error) WHERE pair = %s AND timeframe = %s AND bucket = %s",
+            (error[:500] if error else None, pair, tf, _ts(bucket_ms)),
+        )
+        conn.execute(_DEMOTE, ([pair], [tf], [_ts(bucket_ms)]))
+        self.book.resolved(pair, tf, bucket_ms)
+        self.metrics.repairs.labels("unrecoverable").inc()
+
     def _report_empty(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int) -> None:
         """REST had no candle: fine if we have none either; a partial stream row stays
         incomplete and is reported as unrecoverable rather than passed off as complete."""
@@ -396,13 +401,7 @@ class RepairWorker:
             (pair, tf, _ts(bucket_ms)),
         ).fetchone()
         if row:
-            self.metrics.repairs.labels("unrecoverable").inc()
-            conn.execute(
-                "UPDATE candle_repairs SET resolution = 'unrecoverable' "
-                "WHERE pair = %s AND timeframe = %s AND bucket = %s",
-                (pair, tf, _ts(bucket_ms)),
-            )
-            conn.execute(_DEMOTE, ([pair], [tf], [_ts(bucket_ms)]))
+            self._declare_unrecoverable(conn, pair, tf, bucket_ms, None)
             log.error(
                 "partial candle has no REST replacement; left incomplete",
                 extra={"pair": pair, "timeframe": tf, "bucket": _ts(bucket_ms).isoformat(), "ticks": row[0]},
@@ -411,13 +410,7 @@ class RepairWorker:
     def _report_invalid(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int, why: str) -> None:
         """IG answered (and charged) for this bucket but its candle is unusable (a null price):
         asking again would pay again for the same answer, so it is reported, not retried."""
-        conn.execute(
-            "UPDATE candle_repairs SET resolution = 'unrecoverable', last_error = %s "
-            "WHERE pair = %s AND timeframe = %s AND bucket = %s",
-            (why[:500], pair, tf, _ts(bucket_ms)),
-        )
-        conn.execute(_DEMOTE, ([pair], [tf], [_ts(bucket_ms)]))
-        self.metrics.repairs.labels("unrecoverable").inc()
+        self._declare_unrecoverable(conn, pair, tf, bucket_ms, why)
         log.error("REST candle unusable; bucket left incomplete", extra={"pair": pair, "timeframe": tf,
                   "bucket": _ts(bucket_ms).isoformat(), "error": why})  # fmt: skip
 

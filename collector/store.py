@@ -403,8 +403,6 @@ class Writer:
                 self._pending.first_submit = self._mono()
         self.wakeup.set()
 
-    submit_repairs = submit_flags
-
     def submit_coverage(self, mark: CoverageMark) -> None:
         """The stream started or stopped covering the market (see `stream_coverage`)."""
         with self._lock:
@@ -435,7 +433,7 @@ class Writer:
         if corrected:
             self.submit_candles(corrected, "correction")
         if repairs:
-            self.submit_repairs(repairs)
+            self.submit_flags(repairs)
 
     def _seal_small(self) -> None:
         if not self._small:

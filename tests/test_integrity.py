@@ -307,3 +307,28 @@ def test_audit_counts_a_stream_candle_that_differs_from_its_ticks(db, db_url: st
     w.close()
     v = run_audit(db, settings, T, T + 5 * M, T + 60 * M)
     assert v.differing == (("EURUSD", "5m", T, "tick count 2 vs 1 in ticks"),)
+
+
+def test_partial_buckets_of_a_timeframe_without_backfill_are_reported_unrecoverable_at_once(db, db_url: str) -> None:
+    from collector.metrics import Metrics
+    from collector.repairs import RepairWorker
+
+    settings = load_settings(pairs="EURUSD", timeframes="5m,20m", backfill_timeframes="5m")
+    w = Writer(db_url, ("EURUSD",))
+    w.submit_candles([cndl(T, tf="20m", complete=True)], "closed")
+    w.submit_flags([Flag("EURUSD", "20m", T, "stream_gap")])
+    w.flush()
+    w.close()
+    book = RepairBook()
+    book.flag([Flag("EURUSD", "20m", T, "stream_gap")])
+
+    def no_rest():  # a timeframe without backfill never asks IG
+        raise AssertionError("REST must not be called")
+
+    worker = RepairWorker(settings, db_url, book, Metrics(), lambda: T + 60 * M, no_rest)
+    assert worker.run_once(db) == 1
+    assert db.execute("SELECT resolution, last_error, resolved_at IS NOT NULL FROM candle_repairs").fetchall() == [
+        ("unrecoverable", "backfill is off for this timeframe", True)
+    ]
+    assert db.execute("SELECT complete FROM candles").fetchall() == [(False,)]
+    assert not book.is_flagged("EURUSD", "20m", T)
