@@ -51,6 +51,7 @@ from psycopg import sql
 from . import timeframes as tfs
 from .aggregator import CandleClosed, CandleCorrected, Event, RepairNeeded
 from .models import Candle, CoverageMark, Flag, RecentTicks
+from .vocabulary import NOTIFY_CHANNEL, STREAM_KINDS, dt_to_ms, encode_notice, ms_to_dt
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -59,8 +60,8 @@ log = logging.getLogger(__name__)
 
 EPOCH_2000_MS = 946_684_800_000  # PostgreSQL's binary timestamps count microseconds from 2000-01-01
 UTC = dt.UTC
-KINDS = ("forming", "closed", "correction")
-NOTIFY_CHANNEL = "candle_closed"
+KINDS = STREAM_KINDS
+notify_payload = encode_notice
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_TRAILER = struct.pack("!h", -1)
@@ -228,19 +229,6 @@ def _merge_gaps(into: dict[tuple[str, str], list[int]], more: dict[tuple[str, st
     for key, (lo, hi, n) in more.items():
         have = into.get(key)
         into[key] = [lo, hi, n] if have is None else [min(have[0], lo), max(have[1], hi), have[2] + n]
-
-
-def ms_to_dt(ms: int) -> dt.datetime:
-    return dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(milliseconds=ms)
-
-
-def dt_to_ms(d: dt.datetime) -> int:
-    return (d - dt.datetime(1970, 1, 1, tzinfo=UTC)) // dt.timedelta(milliseconds=1)
-
-
-def notify_payload(pair: str, timeframe: str, bucket_ms: int) -> str:
-    """`{"pair": "EURUSD", "timeframe": "15m", "bucket": "2024-03-08T10:00:00+00:00"}`."""
-    return json.dumps({"pair": pair, "timeframe": timeframe, "bucket": ms_to_dt(bucket_ms).isoformat()})
 
 
 class Writer:
