@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 from . import pairs as fx
 from . import timeframes as tfs
+from .clock import parse_clock
 
 IG_URLS = {"demo": "https://demo-api.ig.com/gateway/deal", "live": "https://api.ig.com/gateway/deal"}
 
@@ -164,10 +165,9 @@ class Settings(BaseSettings):
         default="auto", validation_alias=AliasChoices("COLLECTOR_LOG_FORMAT", "log_format")
     )
 
-    # "system" in production; "simulator" follows the simulator's (possibly fast) clock.
-    clock: Literal["system", "simulator"] = Field(
-        default="system", validation_alias=AliasChoices("COLLECTOR_CLOCK", "clock")
-    )
+    # "system" in production; a linear clock ("linear:origin_ms=..,wall_origin_ms=..,speed=..")
+    # runs the collector on a market clock that is not the wall's (a fast simulated market).
+    clock: str = Field(default="system", validation_alias=AliasChoices("COLLECTOR_CLOCK", "clock"))
 
     def __init__(self, **data: Any) -> None:
         data.setdefault("ig_acc_type", "demo")
@@ -243,6 +243,12 @@ class Settings(BaseSettings):
                 "them without repairs (their partial buckets are then reported), or remove them"
             )
         return self
+
+    @field_validator("clock")
+    @classmethod
+    def _clock(cls, v: str) -> str:
+        parse_clock(v)  # a clock that cannot be built fails at load, naming the setting
+        return v
 
     @field_validator("ig_epic_suffix")
     @classmethod

@@ -76,9 +76,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiohttp import web
 
 from collector import tickfile
+from collector.clock import LinearClock
 from collector.models import Tick
 from collector.pairs import PAIRS, pip_size, validate_pair
 
+from .clock import as_json, start_clock
 from .market import BASE_MID, DayStats, FileFeed, PriceModel, StreamCandles, TickStore, format_price, price_digits
 from .rest import Allowance, AuthRegistry, RestApi, json_response
 from .tlcp import TICK_FIELDS, TlcpServer, tick_row
@@ -86,24 +88,6 @@ from .tlcp import TICK_FIELDS, TlcpServer, tick_row
 T = TypeVar("T")
 STEP_S = 0.01  # market loop period (wall); ticks inside a step are spread evenly over its time
 INJECT_KINDS = ("empty", "null", "non_numeric", "crossed", "far_future", "negative", "zero", "duplicate")
-
-
-@dataclass(frozen=True, slots=True)
-class SimClock:
-    start_ms: int
-    wall_start_ms: int
-    speed: float
-
-    def now_ms(self) -> int:
-        return self.start_ms + int((time.time_ns() // 1_000_000 - self.wall_start_ms) * self.speed)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "now_ms": self.now_ms(),
-            "start_ms": self.start_ms,
-            "wall_start_ms": self.wall_start_ms,
-            "speed": self.speed,
-        }
 
 
 @dataclass
@@ -159,7 +143,7 @@ class SimCore:
         if start_ms is None:
             first = self.feed.first_ms if self.feed else None
             start_ms = first if first is not None else time.time_ns() // 1_000_000
-        self.clock = SimClock(start_ms, time.time_ns() // 1_000_000, float(speed))
+        self.clock = start_clock(start_ms, speed)
         self.store = TickStore(self.pairs)
         self.model = PriceModel(self.pairs, seed)
         self.stream_candles = StreamCandles()
@@ -362,7 +346,7 @@ class ControlApi:
     def add_routes(self, app: web.Application) -> None:
         c = self.core
         r = app.router
-        r.add_get("/_sim/clock", self._get(lambda q: c.clock.as_json()))
+        r.add_get("/_sim/clock", self._get(lambda q: as_json(c.clock)))
         r.add_get("/_sim/stats", self._get(lambda q: c.stats()))
         r.add_get("/_sim/ticks.csv", self.ticks_csv)
         posts: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -598,7 +582,13 @@ class Simulator:
         return self.core.clock.now_ms()
 
     def clock(self) -> dict[str, Any]:
-        return self._call(lambda c: c.clock.as_json())
+        return self._call(lambda c: as_json(c.clock))
+
+    def market_clock(self) -> LinearClock:
+        """The market's clock, for a collector to run on (`LinearClock.spec()` for a child process)."""
+        if self.core is None:
+            raise RuntimeError("simulator is not running")
+        return self.core.clock
 
     def ticks(self, pair: str | None = None, from_ms: int | None = None, to_ms: int | None = None) -> list[Tick]:
         """Every tick generated so far (ground truth), in generation order."""
