@@ -1,6 +1,6 @@
 """One typed configuration object, from the environment and an optional TOML file.
 
-The names DESIGN section 8 fixes (`DATABASE_URL`, `IG_*`) are read as they are; the collector's
+The names docs/design.md §8 fixes (`DATABASE_URL`, `IG_*`) are read as they are; the collector's
 own tunables are `COLLECTOR_*` in the environment or plain keys in the TOML file
 (`COLLECTOR_CONFIG` or `--config` names it). The environment wins over the file. Everything is
 validated at start and an error names the setting, so a typo fails fast instead of at 3 a.m.
@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     pairs: Annotated[tuple[str, ...], NoDecode] = _env("COLLECTOR_PAIRS", "pairs")
     timeframes: Annotated[tuple[str, ...], NoDecode] = _env("COLLECTOR_TIMEFRAMES", "timeframes")
 
-    # --- candle rules (DESIGN section 4) --------------------------------------------------
+    # --- candle rules (docs/design.md §4) --------------------------------------------------
     close_grace_ms: int = Field(
         default=1500,
         ge=0,
