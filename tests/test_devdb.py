@@ -4,6 +4,7 @@ the module, and the checkout's `deploy/devdb.sh` runs that same script. No clust
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -56,9 +57,15 @@ def test_a_failed_step_names_the_script_and_its_error(tmp_path: Path, monkeypatc
 
 @pytest.mark.slow
 def test_an_installed_wheel_finds_its_script(tmp_path: Path) -> None:
-    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    src, wheels, site = tmp_path / "src", tmp_path / "wheels", tmp_path / "site"
+    # A copy, because setuptools builds in the source tree and the checkout should stay clean.
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for name in ("collector", "trading_bot"):
+        shutil.copytree(ROOT / name, src / name, ignore=skip)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(ROOT)], check=True, timeout=240)
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(src)], check=True, timeout=240)
     (wheel,) = wheels.glob("ig_fx_collector-*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, timeout=120)
     probe = "from collector import devdb; p = devdb.script_path(); print(devdb.__file__); print(p, p.is_file())"
