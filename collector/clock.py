@@ -1,17 +1,22 @@
-"""Where "now" comes from. Production uses the system clock; the simulator can run a fast clock
-(`--speed`), and a collector following it must close candles on the same clock.
+"""Where "now" comes from, so that candles close on the market's clock and not on whatever clock a
+module happens to read.
 
-The simulator's clock is linear in wall time, so after one read of `/_sim/clock` no further
-request is needed.
+Production runs on the system clock. A run may instead be handed a linear clock: an origin and a
+speed against the wall clock (`COLLECTOR_CLOCK=linear:origin_ms=..,wall_origin_ms=..,speed=..`),
+which is all a fast market needs; a linear clock needs no further reads once it is known. Who
+runs such a market and how its clock is learned is that market's business: nothing here knows.
 """
 
 from __future__ import annotations
 
-import json
+import re
 import time
-import urllib.request
 from dataclasses import dataclass
 from typing import Protocol
+
+SYSTEM = "system"
+LINEAR_PREFIX = "linear:"
+_LINEAR = re.compile(r"linear:origin_ms=(-?\d+),wall_origin_ms=(-?\d+),speed=([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?\d+)?)")
 
 
 class Clock(Protocol):
@@ -31,23 +36,31 @@ class LinearClock:
     wall_origin_ms: int
     speed: float
 
+    def __post_init__(self) -> None:
+        if not self.speed > 0:
+            raise ValueError(f"a clock's speed must be > 0, not {self.speed!r}")
+
     def now_ms(self) -> int:
         return self.origin_ms + int((time.time_ns() // 1_000_000 - self.wall_origin_ms) * self.speed)
 
-    def wall_seconds(self, sim_ms: float) -> float:
-        """Wall-clock seconds that `sim_ms` of simulated time take."""
-        return sim_ms / 1000 / self.speed
+    def spec(self) -> str:
+        """The `COLLECTOR_CLOCK` value that gives another process this same clock."""
+        return f"{LINEAR_PREFIX}origin_ms={self.origin_ms},wall_origin_ms={self.wall_origin_ms},speed={self.speed!r}"
 
 
-def simulator_clock(api_url: str) -> LinearClock:
-    with urllib.request.urlopen(f"{api_url.rstrip('/')}/_sim/clock", timeout=10) as r:
-        c = json.load(r)
-    return LinearClock(origin_ms=int(c["start_ms"]), wall_origin_ms=int(c["wall_start_ms"]), speed=float(c["speed"]))
+def parse_clock(spec: str) -> Clock:
+    """`system` or a `LinearClock.spec()`; ValueError naming both forms for anything else."""
+    if spec == SYSTEM:
+        return SystemClock()
+    m = _LINEAR.fullmatch(spec)
+    if m is None:
+        raise ValueError(
+            f"{spec!r} is not a clock: use {SYSTEM!r} or '{LINEAR_PREFIX}origin_ms=<ms>,wall_origin_ms=<ms>,speed=<x>'"
+        )
+    return LinearClock(int(m.group(1)), int(m.group(2)), float(m.group(3)))
 
 
-def make_clock(kind: str, api_url: str | None) -> Clock:
-    if kind == "simulator":
-        if not api_url:
-            raise ValueError("COLLECTOR_CLOCK=simulator needs IG_API_URL pointing at the simulator")
-        return simulator_clock(api_url)
-    return SystemClock()
+def make_clock(spec: str, *_ignored: object) -> Clock:
+    """The clock `COLLECTOR_CLOCK` names. Extra positional arguments (callers that also pass
+    the REST URL) are ignored: no clock here is read over the network."""
+    return parse_clock(spec)

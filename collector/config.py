@@ -1,6 +1,6 @@
 """One typed configuration object, from the environment and an optional TOML file.
 
-The names DESIGN section 8 fixes (`DATABASE_URL`, `IG_*`) are read as they are; the collector's
+The names docs/design.md §8 fixes (`DATABASE_URL`, `IG_*`) are read as they are; the collector's
 own tunables are `COLLECTOR_*` in the environment or plain keys in the TOML file
 (`COLLECTOR_CONFIG` or `--config` names it). The environment wins over the file. Everything is
 validated at start and an error names the setting, so a typo fails fast instead of at 3 a.m.
@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 from . import pairs as fx
 from . import timeframes as tfs
+from .clock import parse_clock
 
 IG_URLS = {"demo": "https://demo-api.ig.com/gateway/deal", "live": "https://api.ig.com/gateway/deal"}
 
@@ -57,7 +58,7 @@ class Settings(BaseSettings):
     pairs: Annotated[tuple[str, ...], NoDecode] = _env("COLLECTOR_PAIRS", "pairs")
     timeframes: Annotated[tuple[str, ...], NoDecode] = _env("COLLECTOR_TIMEFRAMES", "timeframes")
 
-    # --- candle rules (DESIGN section 4) --------------------------------------------------
+    # --- candle rules (docs/design.md §4) --------------------------------------------------
     close_grace_ms: int = Field(
         default=1500,
         ge=0,
@@ -164,10 +165,9 @@ class Settings(BaseSettings):
         default="auto", validation_alias=AliasChoices("COLLECTOR_LOG_FORMAT", "log_format")
     )
 
-    # "system" in production; "simulator" follows the simulator's (possibly fast) clock.
-    clock: Literal["system", "simulator"] = Field(
-        default="system", validation_alias=AliasChoices("COLLECTOR_CLOCK", "clock")
-    )
+    # "system" in production; a linear clock ("linear:origin_ms=..,wall_origin_ms=..,speed=..")
+    # runs the collector on a market clock that is not the wall's (a fast simulated market).
+    clock: str = Field(default="system", validation_alias=AliasChoices("COLLECTOR_CLOCK", "clock"))
 
     def __init__(self, **data: Any) -> None:
         data.setdefault("ig_acc_type", "demo")
@@ -243,6 +243,12 @@ class Settings(BaseSettings):
                 "them without repairs (their partial buckets are then reported), or remove them"
             )
         return self
+
+    @field_validator("clock")
+    @classmethod
+    def _clock(cls, v: str) -> str:
+        parse_clock(v)  # a clock that cannot be built fails at load, naming the setting
+        return v
 
     @field_validator("ig_epic_suffix")
     @classmethod

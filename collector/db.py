@@ -1,6 +1,6 @@
 """Database edges shared by every command: connecting and finding out what TimescaleDB offers.
 
-The edition decides how rollups and maintenance work (DESIGN section 3): the full (Community)
+The edition decides how rollups and maintenance work (docs/design.md §3): the full (Community)
 edition has continuous aggregates, columnstore and a job scheduler; the Apache edition has
 hypertables only, and the same names must still answer the same queries.
 """

@@ -63,6 +63,7 @@ def main(args: argparse.Namespace) -> int:
     sim = Simulator(seed=42, ticks_per_second=args.ticks_per_second, speed=args.speed, start_ms=start,
                     keepalive_ms=1000)  # fmt: skip
     sim.start()
+    clock = sim.market_clock()  # the collector closes candles on the simulated market's clock
     console.print(
         f"[bold]2/4[/] IG simulator at {sim.url}, clock from "
         f"{dt.datetime.fromtimestamp(start / 1000, dt.UTC):%a %Y-%m-%d %H:%M} UTC at {args.speed:g}x"
@@ -71,10 +72,10 @@ def main(args: argparse.Namespace) -> int:
         update={
             "database_url": url, "ig_username": sim.username, "ig_password": _secret(sim.password),
             "ig_api_key": _secret(sim.api_key), "ig_account_id": sim.account_id, "ig_api_url": sim.url,
-            "clock": "simulator", "rest_requests_per_minute": 6000, "metrics_port": 0,
+            "clock": clock.spec(), "rest_requests_per_minute": 6000, "metrics_port": 0,
         }
     )  # fmt: skip
-    daemon = Daemon(settings)
+    daemon = Daemon(settings, clock=clock)
     runner = threading.Thread(target=daemon.run, name="collector", daemon=True)
     console.print(f"[bold]3/4[/] collector running for {args.seconds:g}s (Ctrl-C stops early) ...")
     runner.start()

@@ -1,10 +1,14 @@
 """A TimescaleDB for the quick start, the tests and CI, provided by the project itself.
 
-Order (DESIGN section 7): a URL in the environment wins (`TEST_DATABASE_URL`, then
+Order (docs/design.md §7): a URL in the environment wins (`TEST_DATABASE_URL`, then
 `DATABASE_URL`); else testcontainers with the official full-edition image when a Docker engine
-answers; else a throwaway local cluster from `deploy/devdb.sh` (PostgreSQL 15 from Debian and
+answers; else a throwaway local cluster from `devdb.sh` (PostgreSQL 15 from Debian and
 TimescaleDB built from Debian's source package when missing). Each caller then gets a fresh
 database on that server, so runs never see each other's rows.
+
+The script ships inside this package (`script_path()`), so an installed collector needs no
+checkout; its cluster lives in `$DEVDB_DIR`, by default `.devdb/` of the working directory
+(the checkout, for `make` and CI, where `deploy/devdb.sh` runs the same script).
 
     python -m collector.devdb url        # start (if needed) and print a server URL
     python -m collector.devdb fresh NAME # create a fresh database and print its URL
@@ -23,13 +27,22 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-ROOT = Path(__file__).resolve().parent.parent
-DEVDB_SH = ROOT / "deploy" / "devdb.sh"
+SCRIPT = "devdb.sh"
+NOT_INSTALLED = 3  # devdb.sh's exit status for "TimescaleDB is not installed"
 TIMESCALE_IMAGE = "timescale/timescaledb:latest-pg16"
 
 
 class DevDBError(RuntimeError):
     """Providing a database failed; the message says which step and what to do."""
+
+
+class NotInstalled(DevDBError):
+    """The local cluster cannot start before PostgreSQL and TimescaleDB are installed."""
+
+
+def script_path() -> Path:
+    """The cluster script, package data beside this module (pyproject's package-data)."""
+    return Path(__file__).resolve().with_name(SCRIPT)
 
 
 def _docker_answers() -> bool:
@@ -54,20 +67,22 @@ def _from_docker() -> str:
     return _container.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
 
 
-def _from_local_cluster() -> str:
-    def run(step: str) -> str:
-        r = subprocess.run(["bash", str(DEVDB_SH), step], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise DevDBError(f"deploy/devdb.sh {step} failed:\n{r.stderr.strip()}")
-        return r.stdout.strip()
+def run_script(step: str) -> str:
+    """One step of devdb.sh (install | start | stop | url); its stdout, or DevDBError with its stderr."""
+    env = {**os.environ, "DEVDB_DIR": os.environ.get("DEVDB_DIR") or str(Path.cwd() / ".devdb")}
+    r = subprocess.run(["bash", str(script_path()), step], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        error = NotInstalled if r.returncode == NOT_INSTALLED else DevDBError
+        raise error(f"{SCRIPT} {step} failed:\n{r.stderr.strip()}")
+    return r.stdout.strip()
 
+
+def _from_local_cluster() -> str:
     try:
-        return run("start").splitlines()[-1]
-    except DevDBError as e:
-        if "not installed" not in str(e):
-            raise
-    run("install")
-    return run("start").splitlines()[-1]
+        return run_script("start").splitlines()[-1]
+    except NotInstalled:
+        run_script("install")
+    return run_script("start").splitlines()[-1]
 
 
 def server_url() -> str:

@@ -1,6 +1,6 @@
 """The obviously-correct reference aggregation the aggregator is checked against.
 
-Deliberately naive: one pass over the arrivals applying the rules of DESIGN section 4 with
+Deliberately naive: one pass over the arrivals applying the rules of docs/design.md §4 with
 plain dicts and no pruning, then a stable sort by IG time and a group-by per (pair, timeframe,
 bucket): first, max, min, last, count. No numpy, no incremental state, no cleverness.
 """

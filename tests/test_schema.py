@@ -1,4 +1,4 @@
-"""The schema contract (DESIGN sections 3 and 8) against a real TimescaleDB of either edition."""
+"""The schema contract (docs/design.md §3 and §8) against a real TimescaleDB of either edition."""
 
 from __future__ import annotations
 

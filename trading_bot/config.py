@@ -1,6 +1,6 @@
 """The bot's typed settings: the shared names of `collector.config.Settings` plus its own.
 
-`DATABASE_URL` and `IG_*` mean the same for the collector and the bot (DESIGN section 8), so
+`DATABASE_URL` and `IG_*` mean the same for the collector and the bot (docs/design.md §8), so
 they are inherited rather than redefined. The bot's own tunables are `TRADING_BOT_*` in the
 environment or plain keys in a TOML file (`--config FILE` or `TRADING_BOT_CONFIG`); the
 environment wins. Everything is validated at start and each error names the setting as the

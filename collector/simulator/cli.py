@@ -4,7 +4,8 @@ The real trading-ig and Lightstreamer client talk to it as to IG, so the collect
 the benchmarks run without an IG account. Point the collector at it with the printed
 IG_API_URL and credentials; fault controls live under /_sim/ (see collector.simulator.server).
 The market is a seeded random walk (or a recorded tick file replayed on the simulator clock);
---speed runs a fast clock, and GET /_sim/clock tells a collector how to follow it.
+--speed runs a fast clock; the printed COLLECTOR_CLOCK runs a collector on it (GET /_sim/clock
+serves the same numbers).
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ def main(args: argparse.Namespace) -> int:
             f"export IG_USERNAME={sim.username} IG_PASSWORD={sim.password} IG_API_KEY={sim.api_key} "
             f"IG_ACCOUNT_ID={sim.account_id} IG_ACC_TYPE=demo"
         )
+        print(f"export COLLECTOR_CLOCK={sim.market_clock().spec()}")
         print(f"ground truth: {sim.url}/_sim/ticks.csv   controls: {sim.url}/_sim/stats   Ctrl-C stops", flush=True)
         while not stop.wait(0.5):
             pass

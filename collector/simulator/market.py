@@ -5,9 +5,9 @@ so the same seed and the same schedule give the same ticks, and the REST candles
 streamed ticks are computed from one store (a backfilled candle equals a perfect aggregation of
 the stream by construction).
 
-The store keeps ticks in growable numpy columns (time, pair, bid, ask: 25 bytes per tick) instead
-of one Python object per tick, so 2,000 ticks/s for an hour stays around 200 MB and a candle query
-is a vectorised scan rather than a Python loop.
+The store keeps ticks in growable numpy columns (time, pair, bid, ask) instead of one Python
+object per tick, so an hour-long soak at IG's peak rate fits in memory and a candle query is a
+vectorised scan rather than a Python loop (figures: docs/measurements/sim.md).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def uk_offsets(t: np.ndarray) -> np.ndarray:
 
 def bucket_starts(t: np.ndarray, tf_ms: int) -> np.ndarray:
     """Bucket start of each time: epoch-aligned, except DAY, which starts at midnight UK time
-    (IG's FX daily figures reset then; reference/ig-streaming.md and README "IG specifics")."""
+    (IG's FX daily figures reset then; README "IG specifics")."""
     if tf_ms != DAY_MS:
         return t - t % tf_ms
     local = t + uk_offsets(t)

@@ -64,7 +64,6 @@ Control API (JSON bodies; each has a Python method of the same meaning on `Simul
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -76,34 +75,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiohttp import web
 
 from collector import tickfile
+from collector.clock import LinearClock
 from collector.models import Tick
 from collector.pairs import PAIRS, pip_size, validate_pair
 
+from .clock import as_json, start_clock
+from .controls import ControlApi
 from .market import BASE_MID, DayStats, FileFeed, PriceModel, StreamCandles, TickStore, format_price, price_digits
-from .rest import Allowance, AuthRegistry, RestApi, json_response
+from .rest import Allowance, AuthRegistry, RestApi
 from .tlcp import TICK_FIELDS, TlcpServer, tick_row
 
 T = TypeVar("T")
 STEP_S = 0.01  # market loop period (wall); ticks inside a step are spread evenly over its time
 INJECT_KINDS = ("empty", "null", "non_numeric", "crossed", "far_future", "negative", "zero", "duplicate")
-
-
-@dataclass(frozen=True, slots=True)
-class SimClock:
-    start_ms: int
-    wall_start_ms: int
-    speed: float
-
-    def now_ms(self) -> int:
-        return self.start_ms + int((time.time_ns() // 1_000_000 - self.wall_start_ms) * self.speed)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "now_ms": self.now_ms(),
-            "start_ms": self.start_ms,
-            "wall_start_ms": self.wall_start_ms,
-            "speed": self.speed,
-        }
 
 
 @dataclass
@@ -159,7 +143,7 @@ class SimCore:
         if start_ms is None:
             first = self.feed.first_ms if self.feed else None
             start_ms = first if first is not None else time.time_ns() // 1_000_000
-        self.clock = SimClock(start_ms, time.time_ns() // 1_000_000, float(speed))
+        self.clock = start_clock(start_ms, speed)
         self.store = TickStore(self.pairs)
         self.model = PriceModel(self.pairs, seed)
         self.stream_candles = StreamCandles()
@@ -353,85 +337,6 @@ class SimCore:
         }
 
 
-class ControlApi:
-    """`/_sim/*` routes: thin JSON wrappers over `SimCore`'s control methods."""
-
-    def __init__(self, core: SimCore) -> None:
-        self.core = core
-
-    def add_routes(self, app: web.Application) -> None:
-        c = self.core
-        r = app.router
-        r.add_get("/_sim/clock", self._get(lambda q: c.clock.as_json()))
-        r.add_get("/_sim/stats", self._get(lambda q: c.stats()))
-        r.add_get("/_sim/ticks.csv", self.ticks_csv)
-        posts: dict[str, Callable[[dict[str, Any]], Any]] = {
-            "drop": lambda b: c.drop(b.get("mode", "close")),
-            "end": lambda b: c.end_sessions(int(b.get("code", 48)), b.get("message") or "Closed by simulator"),
-            "loop": lambda b: c.loop_sessions(),
-            "refuse-websockets": lambda b: c.refuse_websockets(int(b.get("count", 1))),
-            "credentials": lambda b: c.refuse(bool(b.get("refuse", True))),
-            "expire-tokens": lambda b: c.expire_tokens(),
-            "pause": lambda b: c.pause(True),
-            "resume": lambda b: c.pause(False),
-            "stall": lambda b: c.stall(True),
-            "unstall": lambda b: c.stall(False),
-            "inject": lambda b: c.inject(b["kind"], b.get("pair"), int(b.get("ahead_ms", 86_400_000))),
-            "late-tick": lambda b: _tick_json(c.inject_late_tick(b["pair"], int(b.get("age_ms", 60_000)))),
-            "allowance": lambda b: c.set_allowance(int(b["remaining"]), b.get("total")),
-            "rest-errors": lambda b: c.fail_rest(int(b.get("count", 1)), int(b.get("status", 500))),
-            "lose-updates": lambda b: c.lose_updates(b["pair"], int(b.get("count", 1))),
-        }
-        for name, fn in posts.items():
-            r.add_post(f"/_sim/{name}", self._post(fn))
-
-    @staticmethod
-    def _get(fn: Callable[[Any], Any]) -> Callable[[web.Request], Any]:
-        async def handler(request: web.Request) -> web.Response:
-            return json_response(fn(request.query))
-
-        return handler
-
-    @staticmethod
-    def _post(fn: Callable[[dict[str, Any]], Any]) -> Callable[[web.Request], Any]:
-        async def handler(request: web.Request) -> web.Response:
-            try:
-                text = await request.text()
-                body = json.loads(text) if text.strip() else {}
-                if not isinstance(body, dict):
-                    raise ValueError("body must be a JSON object")
-                return json_response(fn(body))
-            except (ValueError, KeyError, TypeError) as e:
-                return json_response({"error": str(e) or type(e).__name__}, 400)
-
-        return handler
-
-    async def ticks_csv(self, request: web.Request) -> web.StreamResponse:
-        core = self.core
-        q = request.query
-        try:
-            pair = validate_pair(q["pair"]) if q.get("pair") else None
-            lo = int(q["from_ms"]) if q.get("from_ms") else None
-            hi = int(q["to_ms"]) if q.get("to_ms") else None
-        except ValueError as e:
-            return json_response({"error": str(e)}, 400)
-        core.advance()
-        idx = core.store.select(pair, lo, hi) if pair is None or pair in core.store.index else []
-        resp = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8"})
-        await resp.prepare(request)
-        await resp.write((",".join(tickfile.HEADER) + "\n").encode())
-        chunk = 10_000  # rows formatted per loop turn, so streaming keeps flowing meanwhile
-        for i in range(0, len(idx), chunk):
-            rows = core.store.ticks_at(idx[i : i + chunk])
-            await resp.write("".join(tickfile.format_row(t) for t in rows).encode())
-        await resp.write_eof()
-        return resp
-
-
-def _tick_json(t: Tick) -> dict[str, Any]:
-    return {"pair": t.pair, "time": t.time_ms, "bid": t.bid, "ask": t.ask}
-
-
 class Simulator:
     """A loopback IG (REST + Lightstreamer) on its own event-loop thread; see the module doc."""
 
@@ -598,7 +503,13 @@ class Simulator:
         return self.core.clock.now_ms()
 
     def clock(self) -> dict[str, Any]:
-        return self._call(lambda c: c.clock.as_json())
+        return self._call(lambda c: as_json(c.clock))
+
+    def market_clock(self) -> LinearClock:
+        """The market's clock, for a collector to run on (`LinearClock.spec()` for a child process)."""
+        if self.core is None:
+            raise RuntimeError("simulator is not running")
+        return self.core.clock
 
     def ticks(self, pair: str | None = None, from_ms: int | None = None, to_ms: int | None = None) -> list[Tick]:
         """Every tick generated so far (ground truth), in generation order."""

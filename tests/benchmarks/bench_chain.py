@@ -68,11 +68,11 @@ def run_rate(server: str, rate: float, seconds: float) -> dict[str, float]:
             update={
                 "database_url": url, "ig_username": sim.username, "ig_password": _secret(sim.password),
                 "ig_api_key": _secret(sim.api_key), "ig_account_id": sim.account_id, "ig_api_url": sim.url,
-                "clock": "simulator", "metrics_port": 0, "backfill_enabled": False,
+                "clock": sim.market_clock().spec(), "metrics_port": 0, "backfill_enabled": False,
             }
         )  # fmt: skip
         migrate(url, settings)
-        d = Daemon(settings)
+        d = Daemon(settings, clock=sim.market_clock())
         runner = threading.Thread(target=d.run, name="supervisor-run", daemon=True)
         runner.start()
         deadline = time.monotonic() + 60

@@ -11,7 +11,7 @@ of market-hours candles ending now (weekends absent, a few quiet buckets), and t
                      then mid prices and MA-200 / Ichimoku with pandas rolling windows
 
 and prints median and best of each, the ratio against the baseline, and whether the goal of
-DESIGN section 9 (all 56 series under 200 ms from SQL) is met. Both sides are checked equal to
+docs/design.md §9 (all 56 series under 200 ms from SQL) is met. Both sides are checked equal to
 1e-9 first, so the figures compare the same work. The database is dropped at the end.
 """
 

@@ -1,6 +1,6 @@
 """Helpers for the bot tests: market-shaped candle series, fast inserts, reference indicators.
 
-The references are written from DESIGN section 8's formulas with nothing shared with the SQL:
+The references are written from docs/design.md §8's formulas with nothing shared with the SQL:
 TA-Lib's SMA for MA-200 and plain pandas rolling windows (positional, i.e. bars) for Ichimoku.
 """
 
@@ -112,7 +112,7 @@ def rollup_bars(conn: psycopg.Connection, view: str, pair: str) -> pd.DataFrame:
 
 
 def reference_indicators(bars: pd.DataFrame, displacement: int = 26) -> pd.DataFrame:
-    """DESIGN section 8 on a full series of mid bars (oldest first), windows in bars."""
+    """docs/design.md §8 on a full series of mid bars (oldest first), windows in bars."""
     high, low, close = bars["high"], bars["low"], bars["close"]
 
     def mid_range(n: int) -> pd.Series:

@@ -1,4 +1,4 @@
-"""indicators() returns exactly DESIGN section 8's values, for every timeframe it serves.
+"""indicators() returns exactly docs/design.md §8's values, for every timeframe it serves.
 
 Each series crosses weekends, quiet buckets and a collector outage, so a window that counted
 time instead of bars, or skipped the wrong rows, would show. References are computed on the

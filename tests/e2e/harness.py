@@ -82,7 +82,7 @@ class CollectorProcess:
         env.update(
             DATABASE_URL=self.db_url, IG_USERNAME=self.sim.username, IG_PASSWORD=self.sim.password,
             IG_API_KEY=self.sim.api_key, IG_ACCOUNT_ID=self.sim.account_id, IG_API_URL=self.sim.url,
-            COLLECTOR_CLOCK="simulator", COLLECTOR_METRICS_PORT=str(self.metrics_port),
+            COLLECTOR_CLOCK=self.sim.market_clock().spec(), COLLECTOR_METRICS_PORT=str(self.metrics_port),
             COLLECTOR_LOG_FORMAT="json", COLLECTOR_LOG_LEVEL="INFO",
             COLLECTOR_REST_REQUESTS_PER_MINUTE="6000", COLLECTOR_STALE_AFTER_S="240",
             COLLECTOR_STATE_DIR=str(self.workdir / "state"),
@@ -99,6 +99,8 @@ class CollectorProcess:
         env = self.env()
         if root != ROOT:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
+            if "/_sim/clock" in (root / "collector" / "clock.py").read_text():
+                env["COLLECTOR_CLOCK"] = "simulator"  # a checkout whose collector reads the simulator itself
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "collector.cli", "run"], env=env, cwd=root, stdout=log, stderr=log
         )

@@ -22,7 +22,7 @@ def _cli(sim, db_url: str, *args: str, **env: str) -> subprocess.CompletedProces
     e = {k: v for k, v in os.environ.items() if not k.startswith(("IG_", "COLLECTOR_", "DATABASE_URL"))}
     e.update(
         DATABASE_URL=db_url, IG_USERNAME=sim.username, IG_PASSWORD=sim.password, IG_API_KEY=sim.api_key,
-        IG_ACCOUNT_ID=sim.account_id, IG_API_URL=sim.url, COLLECTOR_CLOCK="simulator",
+        IG_ACCOUNT_ID=sim.account_id, IG_API_URL=sim.url, COLLECTOR_CLOCK=sim.market_clock().spec(),
         COLLECTOR_REST_REQUESTS_PER_MINUTE="6000", COLUMNS="200", **env,
     )  # fmt: skip
     return subprocess.run(

@@ -50,9 +50,11 @@ import psycopg
 from collector import devdb, tickfile
 from collector.audit import Class as AuditClass
 from collector.audit import run_audit
+from collector.clock import LinearClock
 from collector.config import load_settings
 from collector.migrate import migrate
 from collector.models import Tick
+from collector.simulator.clock import read_clock
 from tests.e2e.harness import WEDNESDAY_10_UTC, CollectorProcess, compare, free_port, rss_mb, wait_for
 from tests.netproxy import TcpProxy
 
@@ -115,8 +117,7 @@ class RemoteSimulator:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         wait_for(self._up, 30, "the simulator to listen")
-        c = self._get("/_sim/clock")
-        self._clock = (int(c["start_ms"]), int(c["wall_start_ms"]), float(c["speed"]))
+        self._clock = read_clock(self.url)
 
     def _up(self) -> bool:
         try:
@@ -135,8 +136,10 @@ class RemoteSimulator:
             return json.load(r)
 
     def now_ms(self) -> int:
-        start, wall, speed = self._clock
-        return start + int((time.time_ns() // 1_000_000 - wall) * speed)
+        return self._clock.now_ms()
+
+    def market_clock(self) -> LinearClock:
+        return self._clock
 
     def stats(self) -> dict[str, Any]:
         return self._get("/_sim/stats")

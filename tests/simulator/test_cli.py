@@ -45,6 +45,9 @@ def test_command_prints_the_url_and_stops_on_sigterm() -> None:
         url = first.split()[4]
         assert proc.stdout.readline().strip() == f"export IG_API_URL={url}"
         assert "IG_PASSWORD=sim-pass" in proc.stdout.readline()
+        clock = proc.stdout.readline().strip()
+        assert clock.startswith("export COLLECTOR_CLOCK=linear:origin_ms=")
+        assert clock.endswith(",speed=60.0")
         assert requests.get(url + "/_sim/clock", timeout=5).json()["speed"] == 60.0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
