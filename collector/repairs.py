@@ -1,4 +1,4 @@
-"""Partial and missing buckets, and their replacement from REST (DESIGN section 6).
+"""Partial and missing buckets, and their replacement from REST (docs/design.md §6).
 
 A bucket the stream covered only in part (an outage, a restart, a tick that came too late) is
 flagged in `candle_repairs` (which survives kill -9). Once the bucket has closed, the repair
@@ -9,17 +9,20 @@ that a REST candle may replace it. Buckets REST cannot supply are reported, neve
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
 import psycopg
 
 from . import timeframes as tfs
+from .aggregator import CandleClosed, CandleCorrected, Event
 from .compose import compose
 from .config import Settings
 from .ig_rest import AllowanceExhausted, BudgetExceeded, RestClient, RestError
@@ -27,20 +30,16 @@ from .market_hours import market_buckets
 from .metrics import Metrics
 from .models import Candle, Flag
 from .store import is_permanent
+from .vocabulary import NOTIFY_CHANNEL, CandleKind, Resolution, dt_to_ms, encode_notice, ms_to_dt
+
+if TYPE_CHECKING:
+    from .pipeline import TickSink
 
 log = logging.getLogger(__name__)
 
 # How long after a bucket's close before asking IG for it, so its candle is final there too.
 SETTLE_MS = 5_000
 MAX_ATTEMPTS = 5
-
-
-def _ts(ms: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-
-
-def _ms(t: dt.datetime) -> int:
-    return int(t.timestamp() * 1000)
 
 
 def flags_for_interval(
@@ -59,7 +58,7 @@ def rest_candles_json(candles: Iterable[Candle]) -> str:
     return json.dumps(
         [
             {
-                "pair": c.pair, "timeframe": c.timeframe, "bucket": _ts(c.bucket_ms).isoformat(),
+                "pair": c.pair, "timeframe": c.timeframe, "bucket": ms_to_dt(c.bucket_ms).isoformat(),
                 "bid_open": c.bid_open, "bid_high": c.bid_high, "bid_low": c.bid_low, "bid_close": c.bid_close,
                 "ask_open": c.ask_open, "ask_high": c.ask_high, "ask_low": c.ask_low, "ask_close": c.ask_close,
                 "ticks": c.ticks,
@@ -77,7 +76,7 @@ _DEMOTE = (
 
 def _keys(items: Iterable[Flag | Candle]) -> tuple[list[str], list[str], list[dt.datetime]]:
     items = list(items)
-    return [i.pair for i in items], [i.timeframe for i in items], [_ts(i.bucket_ms) for i in items]
+    return [i.pair for i in items], [i.timeframe for i in items], [ms_to_dt(i.bucket_ms) for i in items]
 
 
 def store_rest(conn: psycopg.Connection, candles: list[Candle], replace_partial: bool) -> int:
@@ -98,8 +97,7 @@ def store_rest(conn: psycopg.Connection, candles: list[Candle], replace_partial:
         if replace_partial and conn.execute(_DEMOTE, keys).rowcount:
             n = conn.execute("SELECT store_rest_candles(%s::jsonb)", (rest_candles_json(candles),)).fetchone()[0]
         for c in candles:
-            payload = json.dumps({"pair": c.pair, "timeframe": c.timeframe, "bucket": _ts(c.bucket_ms).isoformat()})
-            conn.execute("SELECT pg_notify('candle_closed', %s)", (payload,))
+            conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, encode_notice(c.pair, c.timeframe, c.bucket_ms)))
     return int(n)
 
 
@@ -136,11 +134,51 @@ class RepairBook:
     def load_open(self, conn: psycopg.Connection) -> None:
         rows = conn.execute("SELECT pair, timeframe, bucket FROM candle_repairs WHERE resolved_at IS NULL").fetchall()
         with self._lock:
-            self._open.update((p, tf, _ms(b)) for p, tf, b in rows)
+            self._open.update((p, tf, dt_to_ms(b)) for p, tf, b in rows)
 
     def resolved(self, pair: str, timeframe: str, bucket_ms: int) -> None:
         with self._lock:
             self._open.discard((pair, timeframe, bucket_ms))
+
+
+class PartialAwareSink:
+    """Between the pipeline and the writer, the repair book's rule for a closing candle: a
+    bucket the stream saw only in part (flagged) is written incomplete and without NOTIFY, so
+    no reader takes it for final; the repair's REST candle notifies later."""
+
+    def __init__(self, writer: TickSink, book: RepairBook) -> None:
+        self.writer, self.book = writer, book
+
+    def submit_tick(self, code: int, time_ms: int, bid: float, ask: float, received_ms: int | None = None) -> None:
+        self.writer.submit_tick(code, time_ms, bid, ask, received_ms)
+
+    def submit_ticks(
+        self,
+        codes: np.ndarray,
+        times: np.ndarray,
+        bids: np.ndarray,
+        asks: np.ndarray,
+        received_ms: int | np.ndarray | None = None,
+    ) -> None:
+        self.writer.submit_ticks(codes, times, bids, asks, received_ms)
+
+    def submit_candles(self, candles: Iterable[Candle], kind: str) -> None:
+        self.writer.submit_candles(candles, kind)
+
+    def submit_events(self, events: Iterable[Event]) -> None:
+        keep: list[Event] = []
+        partial: list[Candle] = []
+        for e in events:
+            if isinstance(e, CandleClosed | CandleCorrected):
+                c = e.candle
+                if self.book.is_flagged(c.pair, c.timeframe, c.bucket_ms):
+                    partial.append(dataclasses.replace(c, complete=False))
+                    continue
+            keep.append(e)
+        if keep:
+            self.writer.submit_events(keep)
+        if partial:
+            self.writer.submit_candles(partial, CandleKind.FORMING)
 
 
 class RepairWorker:
@@ -221,7 +259,7 @@ class RepairWorker:
             "SELECT pair, timeframe, bucket, attempts FROM candle_repairs WHERE resolved_at IS NULL "
             "ORDER BY pair, timeframe, bucket"
         ).fetchall()
-        return [(p, tf, _ms(b), a) for p, tf, b, a in rows]
+        return [(p, tf, dt_to_ms(b), a) for p, tf, b, a in rows]
 
     def run_once(self, conn: psycopg.Connection, on_progress: Callable[[int], None] | None = None) -> int:
         """One pass over the due repairs; returns the buckets resolved."""
@@ -277,20 +315,20 @@ class RepairWorker:
         pairs = sorted({r[0] for r in rows})
         lo, hi = min(r[2] for r in rows), max(r[2] for r in rows) + n
         stored = [
-            Candle(p, finer, _ms(b), *px, int(ticks), True, src)
+            Candle(p, finer, dt_to_ms(b), *px, int(ticks), True, src)
             for p, b, *px, ticks, src in conn.execute(
                 "SELECT pair, bucket, bid_open, bid_high, bid_low, bid_close, ask_open, ask_high, ask_low, "
                 "ask_close, ticks, source FROM candles WHERE timeframe = %s AND pair = ANY(%s) AND complete "
                 "AND bucket >= %s AND bucket < %s",
-                (finer, pairs, _ts(lo), _ts(hi)),
+                (finer, pairs, ms_to_dt(lo), ms_to_dt(hi)),
             ).fetchall()
         ]
         waiting = {
-            (p, tfs.bucket_start(_ms(b), n))
+            (p, tfs.bucket_start(dt_to_ms(b), n))
             for p, b in conn.execute(
                 "SELECT pair, bucket FROM candle_repairs WHERE timeframe = %s AND pair = ANY(%s) "
                 "AND resolved_at IS NULL AND bucket >= %s AND bucket < %s",
-                (finer, pairs, _ts(lo), _ts(hi)),
+                (finer, pairs, ms_to_dt(lo), ms_to_dt(hi)),
             ).fetchall()
         }
         built = {(c.pair, c.bucket_ms): c for c in compose(stored, tf)}
@@ -306,10 +344,10 @@ class RepairWorker:
             conn.execute(
                 "UPDATE candle_repairs SET resolved_at = now(), resolution = 'composed', attempts = attempts + 1 "
                 "WHERE pair = %s AND timeframe = %s AND bucket = %s",
-                (pair, tf, _ts(b)),
+                (pair, tf, ms_to_dt(b)),
             )
             self.book.resolved(pair, tf, b)
-            self.metrics.repairs.labels("composed").inc()
+            self.metrics.repairs.labels(Resolution.COMPOSED).inc()
             done += 1
         if done:
             log.info("composed from finer candles instead of bought", extra={"timeframe": tf, "from": finer,
@@ -336,7 +374,7 @@ class RepairWorker:
         try:
             candles = self._rest.fetch_candles(pair, tf, start, end, purpose="repair")
         except AllowanceExhausted as e:
-            self.blocked_until_ms = _ms(e.expires_at)
+            self.blocked_until_ms = dt_to_ms(e.expires_at)
             self.metrics.rest_exhausted.set(1)
             log.error("REST allowance exhausted: repairs wait until the reset", extra={"until": str(e.expires_at)})
             return 0
@@ -358,22 +396,22 @@ class RepairWorker:
         store_rest(conn, candles, replace_partial=True)
         with conn.transaction():
             for b, _ in buckets:
-                outcome = "rest" if b in got else "empty"
+                outcome = Resolution.REST if b in got else Resolution.EMPTY
                 conn.execute(
                     "UPDATE candle_repairs SET resolved_at = now(), resolution = %s, attempts = attempts + 1 "
                     "WHERE pair = %s AND timeframe = %s AND bucket = %s",
-                    (outcome, pair, tf, _ts(b)),
+                    (outcome, pair, tf, ms_to_dt(b)),
                 )
         for b, _ in buckets:
             self.book.resolved(pair, tf, b)
             if b in invalid:  # counted as unrecoverable there
                 self._report_invalid(conn, pair, tf, b, invalid[b])
                 continue
-            outcome = "rest" if b in got else "empty"
+            outcome = Resolution.REST if b in got else Resolution.EMPTY
             self.metrics.repairs.labels(outcome).inc()
-            if outcome == "empty":
+            if outcome == Resolution.EMPTY:
                 self._report_empty(conn, pair, tf, b)
-        self.metrics.candles_written.labels(tf, "rest").inc(len(candles))
+        self.metrics.candles_written.labels(tf, CandleKind.REST).inc(len(candles))
         log.info(
             "repaired from REST",
             extra={"pair": pair, "timeframe": tf, "buckets": len(buckets), "candles": len(candles)},
@@ -387,24 +425,24 @@ class RepairWorker:
         conn.execute(
             "UPDATE candle_repairs SET resolved_at = coalesce(resolved_at, now()), resolution = 'unrecoverable', "
             "last_error = coalesce(%s, last_error) WHERE pair = %s AND timeframe = %s AND bucket = %s",
-            (error[:500] if error else None, pair, tf, _ts(bucket_ms)),
+            (error[:500] if error else None, pair, tf, ms_to_dt(bucket_ms)),
         )
-        conn.execute(_DEMOTE, ([pair], [tf], [_ts(bucket_ms)]))
+        conn.execute(_DEMOTE, ([pair], [tf], [ms_to_dt(bucket_ms)]))
         self.book.resolved(pair, tf, bucket_ms)
-        self.metrics.repairs.labels("unrecoverable").inc()
+        self.metrics.repairs.labels(Resolution.UNRECOVERABLE).inc()
 
     def _report_empty(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int) -> None:
         """REST had no candle: fine if we have none either; a partial stream row stays
         incomplete and is reported as unrecoverable rather than passed off as complete."""
         row = conn.execute(
             "SELECT ticks FROM candles WHERE pair = %s AND timeframe = %s AND bucket = %s AND source = 'stream'",
-            (pair, tf, _ts(bucket_ms)),
+            (pair, tf, ms_to_dt(bucket_ms)),
         ).fetchone()
         if row:
             self._declare_unrecoverable(conn, pair, tf, bucket_ms, None)
             log.error(
                 "partial candle has no REST replacement; left incomplete",
-                extra={"pair": pair, "timeframe": tf, "bucket": _ts(bucket_ms).isoformat(), "ticks": row[0]},
+                extra={"pair": pair, "timeframe": tf, "bucket": ms_to_dt(bucket_ms).isoformat(), "ticks": row[0]},
             )
 
     def _report_invalid(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int, why: str) -> None:
@@ -412,7 +450,7 @@ class RepairWorker:
         asking again would pay again for the same answer, so it is reported, not retried."""
         self._declare_unrecoverable(conn, pair, tf, bucket_ms, why)
         log.error("REST candle unusable; bucket left incomplete", extra={"pair": pair, "timeframe": tf,
-                  "bucket": _ts(bucket_ms).isoformat(), "error": why})  # fmt: skip
+                  "bucket": ms_to_dt(bucket_ms).isoformat(), "error": why})  # fmt: skip
 
     def _note_failure(self, conn: psycopg.Connection, pair: str, tf: str, buckets: list[tuple[int, int]],
                       error: str) -> None:  # fmt: skip
@@ -422,15 +460,15 @@ class RepairWorker:
                 "UPDATE candle_repairs SET attempts = attempts + 1, last_error = %s, "
                 "resolved_at = CASE WHEN %s THEN now() END, resolution = CASE WHEN %s THEN 'unrecoverable' END "
                 "WHERE pair = %s AND timeframe = %s AND bucket = %s",
-                (error[:500], final, final, pair, tf, _ts(b)),
+                (error[:500], final, final, pair, tf, ms_to_dt(b)),
             )
             if final:
-                conn.execute(_DEMOTE, ([pair], [tf], [_ts(b)]))  # never passed off as complete
+                conn.execute(_DEMOTE, ([pair], [tf], [ms_to_dt(b)]))  # never passed off as complete
                 self.book.resolved(pair, tf, b)
-                self.metrics.repairs.labels("unrecoverable").inc()
+                self.metrics.repairs.labels(Resolution.UNRECOVERABLE).inc()
                 log.error(
                     "bucket could not be repaired from REST after %d attempts", MAX_ATTEMPTS,
-                    extra={"pair": pair, "timeframe": tf, "bucket": _ts(b).isoformat(), "error": error},
+                    extra={"pair": pair, "timeframe": tf, "bucket": ms_to_dt(b).isoformat(), "error": error},
                 )  # fmt: skip
         log.warning("REST repair failed; will retry", extra={"pair": pair, "timeframe": tf, "error": error})
 
