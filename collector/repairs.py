@@ -30,7 +30,7 @@ from .market_hours import market_buckets
 from .metrics import Metrics
 from .models import Candle, Flag
 from .store import is_permanent
-from .vocabulary import NOTIFY_CHANNEL, CandleKind, Resolution, dt_to_ms, encode_notice, ms_to_dt
+from .vocabulary import NOTIFY_CHANNEL, CandleKind, CandleSource, Resolution, dt_to_ms, encode_notice, ms_to_dt
 
 if TYPE_CHECKING:
     from .pipeline import TickSink
@@ -181,6 +181,92 @@ class PartialAwareSink:
             self.writer.submit_candles(partial, CandleKind.FORMING)
 
 
+class RequestPacer:
+    """IG allows ~30 non-trading requests a minute per account: at most `per_minute` in any
+    60 s, waiting (interruptibly, on `stop`) for the oldest to age out."""
+
+    def __init__(self, per_minute: int, stop: threading.Event) -> None:
+        self.per_minute, self._stop = per_minute, stop
+        self._times: list[float] = []
+
+    def wait_turn(self) -> None:
+        now = time.monotonic()
+        self._times = [t for t in self._times if now - t < 60]
+        if len(self._times) >= self.per_minute:
+            self._stop.wait(max(0.0, 60 - (now - self._times[0])))
+        self._times.append(time.monotonic())
+
+
+# --- candle_repairs: the record of what is owed and how each repair ended -----------------------
+
+
+def open_repairs(conn: psycopg.Connection) -> list[tuple[str, str, int, int]]:
+    """(pair, timeframe, bucket_ms, attempts) of every repair not resolved yet, in order."""
+    rows = conn.execute(
+        "SELECT pair, timeframe, bucket, attempts FROM candle_repairs WHERE resolved_at IS NULL "
+        "ORDER BY pair, timeframe, bucket"
+    ).fetchall()
+    return [(p, tf, dt_to_ms(b), a) for p, tf, b, a in rows]
+
+
+def _open_buckets(conn: psycopg.Connection, tf: str, pairs: list[str], lo: int, hi: int) -> list[tuple[str, int]]:
+    rows = conn.execute(
+        "SELECT pair, bucket FROM candle_repairs WHERE timeframe = %s AND pair = ANY(%s) "
+        "AND resolved_at IS NULL AND bucket >= %s AND bucket < %s",
+        (tf, pairs, ms_to_dt(lo), ms_to_dt(hi)),
+    ).fetchall()
+    return [(p, dt_to_ms(b)) for p, b in rows]
+
+
+def _resolve(conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int, resolution: Resolution) -> None:
+    conn.execute(
+        "UPDATE candle_repairs SET resolved_at = now(), resolution = %s, attempts = attempts + 1 "
+        "WHERE pair = %s AND timeframe = %s AND bucket = %s",
+        (resolution, pair, tf, ms_to_dt(bucket_ms)),
+    )
+
+
+def _resolve_unrecoverable(conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int, error: str | None) -> None:
+    """Keeps an earlier resolution time and error: a give-up is reported once, as it first was."""
+    conn.execute(
+        "UPDATE candle_repairs SET resolved_at = coalesce(resolved_at, now()), resolution = %s, "
+        "last_error = coalesce(%s, last_error) WHERE pair = %s AND timeframe = %s AND bucket = %s",
+        (Resolution.UNRECOVERABLE, error[:500] if error else None, pair, tf, ms_to_dt(bucket_ms)),
+    )
+
+
+def _count_failure(conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int, error: str, *, final: bool) -> None:
+    """One more failed attempt; the `final` one resolves the repair as unrecoverable."""
+    conn.execute(
+        "UPDATE candle_repairs SET attempts = attempts + 1, last_error = %s, "
+        "resolved_at = CASE WHEN %s THEN now() END, resolution = CASE WHEN %s THEN %s END "
+        "WHERE pair = %s AND timeframe = %s AND bucket = %s",
+        (error[:500], final, final, Resolution.UNRECOVERABLE, pair, tf, ms_to_dt(bucket_ms)),
+    )
+
+
+def _complete_candles(conn: psycopg.Connection, tf: str, pairs: list[str], lo: int, hi: int) -> list[Candle]:
+    """Stored complete candles of `tf` with bucket in [lo, hi): what a coarser one is composed of."""
+    return [
+        Candle(p, tf, dt_to_ms(b), *px, int(ticks), True, src)
+        for p, b, *px, ticks, src in conn.execute(
+            "SELECT pair, bucket, bid_open, bid_high, bid_low, bid_close, ask_open, ask_high, ask_low, "
+            "ask_close, ticks, source FROM candles WHERE timeframe = %s AND pair = ANY(%s) AND complete "
+            "AND bucket >= %s AND bucket < %s",
+            (tf, pairs, ms_to_dt(lo), ms_to_dt(hi)),
+        ).fetchall()
+    ]
+
+
+def _stream_ticks(conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int) -> int | None:
+    """The tick count of the stream's row of this bucket; None when the stream has none."""
+    row = conn.execute(
+        "SELECT ticks FROM candles WHERE pair = %s AND timeframe = %s AND bucket = %s AND source = %s",
+        (pair, tf, ms_to_dt(bucket_ms), CandleSource.STREAM),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
 class RepairWorker:
     """Replaces flagged buckets from REST once they closed, within budget and rate limits."""
 
@@ -199,20 +285,14 @@ class RepairWorker:
         The live daemon waits out the lateness window too: a late tick may still correct the
         bucket, and a REST candle stored earlier would hide that correction (the stream never
         overwrites a REST row)."""
-        self.settings, self.db_url, self.book, self.metrics, self.now_ms = (
-            settings,
-            db_url,
-            book,
-            metrics,
-            now_ms,
-        )
+        self.settings, self.db_url, self.book, self.metrics, self.now_ms = settings, db_url, book, metrics, now_ms
         self._rest_factory = rest_factory
         self.settle_ms = settle_ms
         self._rest: RestClient | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="repairs", daemon=True)
-        self._request_times: list[float] = []
+        self._pacer = RequestPacer(settings.rest_requests_per_minute, self._stop)
         self.blocked_until_ms = 0  # allowance exhausted: no REST until then
 
     def start(self) -> None:
@@ -244,22 +324,8 @@ class RepairWorker:
         if conn is not None:
             conn.close()
 
-    def _throttle(self) -> None:
-        """IG allows ~30 non-trading requests a minute per account; stay under our setting."""
-        limit = self.settings.rest_requests_per_minute
-        now = time.monotonic()
-        self._request_times = [t for t in self._request_times if now - t < 60]
-        if len(self._request_times) >= limit:
-            wait = 60 - (now - self._request_times[0])
-            self._stop.wait(max(0.0, wait))
-        self._request_times.append(time.monotonic())
-
     def pending(self, conn: psycopg.Connection) -> list[tuple[str, str, int, int]]:
-        rows = conn.execute(
-            "SELECT pair, timeframe, bucket, attempts FROM candle_repairs WHERE resolved_at IS NULL "
-            "ORDER BY pair, timeframe, bucket"
-        ).fetchall()
-        return [(p, tf, dt_to_ms(b), a) for p, tf, b, a in rows]
+        return open_repairs(conn)
 
     def run_once(self, conn: psycopg.Connection, on_progress: Callable[[int], None] | None = None) -> int:
         """One pass over the due repairs; returns the buckets resolved."""
@@ -314,23 +380,8 @@ class RepairWorker:
         n = tfs.length_ms(tf)
         pairs = sorted({r[0] for r in rows})
         lo, hi = min(r[2] for r in rows), max(r[2] for r in rows) + n
-        stored = [
-            Candle(p, finer, dt_to_ms(b), *px, int(ticks), True, src)
-            for p, b, *px, ticks, src in conn.execute(
-                "SELECT pair, bucket, bid_open, bid_high, bid_low, bid_close, ask_open, ask_high, ask_low, "
-                "ask_close, ticks, source FROM candles WHERE timeframe = %s AND pair = ANY(%s) AND complete "
-                "AND bucket >= %s AND bucket < %s",
-                (finer, pairs, ms_to_dt(lo), ms_to_dt(hi)),
-            ).fetchall()
-        ]
-        waiting = {
-            (p, tfs.bucket_start(dt_to_ms(b), n))
-            for p, b in conn.execute(
-                "SELECT pair, bucket FROM candle_repairs WHERE timeframe = %s AND pair = ANY(%s) "
-                "AND resolved_at IS NULL AND bucket >= %s AND bucket < %s",
-                (finer, pairs, ms_to_dt(lo), ms_to_dt(hi)),
-            ).fetchall()
-        }
+        stored = _complete_candles(conn, finer, pairs, lo, hi)
+        waiting = {(p, tfs.bucket_start(b, n)) for p, b in _open_buckets(conn, finer, pairs, lo, hi)}
         built = {(c.pair, c.bucket_ms): c for c in compose(stored, tf)}
         to_buy, done = [], 0
         for row in rows:
@@ -341,11 +392,7 @@ class RepairWorker:
                     to_buy.append(row)
                 continue
             store_rest(conn, [c], replace_partial=True)
-            conn.execute(
-                "UPDATE candle_repairs SET resolved_at = now(), resolution = 'composed', attempts = attempts + 1 "
-                "WHERE pair = %s AND timeframe = %s AND bucket = %s",
-                (pair, tf, ms_to_dt(b)),
-            )
+            _resolve(conn, pair, tf, b, Resolution.COMPOSED)
             self.book.resolved(pair, tf, b)
             self.metrics.repairs.labels(Resolution.COMPOSED).inc()
             done += 1
@@ -370,7 +417,7 @@ class RepairWorker:
         if self._rest is None:
             self._rest = self._rest_factory()
         start, end = buckets[0][0], buckets[-1][0]
-        self._throttle()
+        self._pacer.wait_turn()
         try:
             candles = self._rest.fetch_candles(pair, tf, start, end, purpose="repair")
         except AllowanceExhausted as e:
@@ -396,12 +443,7 @@ class RepairWorker:
         store_rest(conn, candles, replace_partial=True)
         with conn.transaction():
             for b, _ in buckets:
-                outcome = Resolution.REST if b in got else Resolution.EMPTY
-                conn.execute(
-                    "UPDATE candle_repairs SET resolved_at = now(), resolution = %s, attempts = attempts + 1 "
-                    "WHERE pair = %s AND timeframe = %s AND bucket = %s",
-                    (outcome, pair, tf, ms_to_dt(b)),
-                )
+                _resolve(conn, pair, tf, b, Resolution.REST if b in got else Resolution.EMPTY)
         for b, _ in buckets:
             self.book.resolved(pair, tf, b)
             if b in invalid:  # counted as unrecoverable there
@@ -422,11 +464,7 @@ class RepairWorker:
                                error: str | None) -> None:  # fmt: skip
         """Resolved as unrecoverable (reported, never retried); a partial stream row stays
         incomplete rather than being passed off as complete."""
-        conn.execute(
-            "UPDATE candle_repairs SET resolved_at = coalesce(resolved_at, now()), resolution = 'unrecoverable', "
-            "last_error = coalesce(%s, last_error) WHERE pair = %s AND timeframe = %s AND bucket = %s",
-            (error[:500] if error else None, pair, tf, ms_to_dt(bucket_ms)),
-        )
+        _resolve_unrecoverable(conn, pair, tf, bucket_ms, error)
         conn.execute(_DEMOTE, ([pair], [tf], [ms_to_dt(bucket_ms)]))
         self.book.resolved(pair, tf, bucket_ms)
         self.metrics.repairs.labels(Resolution.UNRECOVERABLE).inc()
@@ -434,15 +472,12 @@ class RepairWorker:
     def _report_empty(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int) -> None:
         """REST had no candle: fine if we have none either; a partial stream row stays
         incomplete and is reported as unrecoverable rather than passed off as complete."""
-        row = conn.execute(
-            "SELECT ticks FROM candles WHERE pair = %s AND timeframe = %s AND bucket = %s AND source = 'stream'",
-            (pair, tf, ms_to_dt(bucket_ms)),
-        ).fetchone()
-        if row:
+        ticks = _stream_ticks(conn, pair, tf, bucket_ms)
+        if ticks is not None:
             self._declare_unrecoverable(conn, pair, tf, bucket_ms, None)
             log.error(
                 "partial candle has no REST replacement; left incomplete",
-                extra={"pair": pair, "timeframe": tf, "bucket": ms_to_dt(bucket_ms).isoformat(), "ticks": row[0]},
+                extra={"pair": pair, "timeframe": tf, "bucket": ms_to_dt(bucket_ms).isoformat(), "ticks": ticks},
             )
 
     def _report_invalid(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int, why: str) -> None:
@@ -456,12 +491,7 @@ class RepairWorker:
                       error: str) -> None:  # fmt: skip
         for b, attempts in buckets:
             final = attempts + 1 >= MAX_ATTEMPTS
-            conn.execute(
-                "UPDATE candle_repairs SET attempts = attempts + 1, last_error = %s, "
-                "resolved_at = CASE WHEN %s THEN now() END, resolution = CASE WHEN %s THEN 'unrecoverable' END "
-                "WHERE pair = %s AND timeframe = %s AND bucket = %s",
-                (error[:500], final, final, pair, tf, ms_to_dt(b)),
-            )
+            _count_failure(conn, pair, tf, b, error, final=final)
             if final:
                 conn.execute(_DEMOTE, ([pair], [tf], [ms_to_dt(b)]))  # never passed off as complete
                 self.book.resolved(pair, tf, b)
