@@ -227,20 +227,18 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def _release_freed_memory() -> None:
     """Give freed heap pages back to the OS (glibc only; a no-op elsewhere).
 
-    glibc returns memory only from the top of a heap; what bursts free in the middle (resuming
-    a 120,000-tick dedupe window, a database outage's buffer, Lightstreamer's backlog after a
-    stall, a batch of REST repairs) stays resident. Under a fault a minute the soak measured the
-    heap in use flat at 17-24 MB while glibc's free chunks rose 1.4 -> 16.6 MB in 7 minutes, and
-    RSS with them, with every new largest burst. malloc_trim(0) releases those pages (madvise;
-    0.6-9.7 MB in 0.4-7.3 ms in the soaks); called at start and once a minute from the
-    supervisor loop, never from the tick path."""
+    glibc returns memory only from the top of a heap, so what bursts free in the middle (a
+    resumed dedupe window, an outage's write buffer, a stream backlog, a batch of repairs)
+    would stay resident and RSS would step up with every new largest burst. Cheap enough for
+    once a minute and at start, never on the tick path (figures: docs/measurements/daemon.md).
+    Looked up as a module global at each call: the soak's memory probe wraps it."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def main(args: argparse.Namespace) -> int:
-    # trading-ig imports pandas when it is installed (~50 MB resident, a third of the collector's
-    # 150 MB budget) only to return DataFrames, which the collector never asks for.
+    # trading-ig imports pandas when it is installed, only to return DataFrames, which the
+    # collector never asks for; it would cost a third of the RSS budget (docs/measurements/daemon.md).
     sys.modules.setdefault("pandas", None)  # type: ignore[arg-type]
     quiet = logging.getLogger("trading_ig.utils")
     quiet.disabled = True  # its "pandas is not present" warning is noise here

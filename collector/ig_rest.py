@@ -29,6 +29,7 @@ from .ig_convention import PriceScale, RestTimeConvention, Window, price_scale
 from .market_hours import market_buckets
 from .models import Candle
 from .pairs import pair_from_epic
+from .vocabulary import CandleSource, dt_to_ms, ms_to_dt
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ class RestBudget:
 
 
 def _parse_utc(s: str) -> int:
-    return int(dt.datetime.fromisoformat(s).replace(tzinfo=dt.UTC).timestamp() * 1000)
+    return dt_to_ms(dt.datetime.fromisoformat(s).replace(tzinfo=dt.UTC))
 
 
 def _bucket_of(p: Any) -> int | None:
@@ -237,7 +238,7 @@ def candle_from_ig(pair: str, timeframe: str, p: dict[str, Any], scale: PriceSca
         bid_low=px("lowPrice", "bid"), bid_close=px("closePrice", "bid"),
         ask_open=px("openPrice", "ask"), ask_high=px("highPrice", "ask"),
         ask_low=px("lowPrice", "ask"), ask_close=px("closePrice", "ask"),
-        ticks=int(p.get("lastTradedVolume") or 0), complete=True, source="rest",
+        ticks=int(p.get("lastTradedVolume") or 0), complete=True, source=CandleSource.REST,
     )  # fmt: skip
 
 
@@ -279,7 +280,7 @@ class RestClient:
         logs.register_secret(settings.ig_username)
 
     def _now_dt(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self._now_ms() / 1000, dt.UTC)
+        return ms_to_dt(self._now_ms())
 
     # --- session ------------------------------------------------------------------------------
     def login(self) -> IGSession:
@@ -422,8 +423,8 @@ class RestClient:
         if self.budget:
             self.budget.record(
                 allowance, points=len(prices), pair=pair, resolution=resolution,
-                range_from=dt.datetime.fromtimestamp(start_ms / 1000, dt.UTC),
-                range_to=dt.datetime.fromtimestamp(end_ms / 1000, dt.UTC), purpose=purpose,
+                range_from=ms_to_dt(start_ms),
+                range_to=ms_to_dt(end_ms), purpose=purpose,
             )  # fmt: skip
         return prices
 
