@@ -103,7 +103,7 @@ class Daemon:
             release_memory=lambda: _release_freed_memory(),  # looked up at call time: the memory probe wraps it
         )  # fmt: skip
         self.metrics_sync = MetricsSync(
-            self.metrics, settings, consumer=self.consumer, aggregator=self.pipeline.aggregator,
+            self.metrics, settings, consumer=self.consumer, gaps=self.gaps, aggregator=self.pipeline.aggregator,
             writer=self.writer, writer_thread=self.writer_thread,
         )  # fmt: skip
         self.edition: TimescaleInfo | None = None  # found at start; decides what maintenance does

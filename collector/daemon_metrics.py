@@ -15,6 +15,7 @@ from . import timeframes as tfs
 from .aggregator import Aggregator
 from .config import Settings
 from .consumer import Consumer
+from .gaps import GapTracker
 from .market_hours import is_open
 from .metrics import Metrics
 from .store import FlushStats, Writer, WriterThread
@@ -54,12 +55,14 @@ class MetricsSync:
         settings: Settings,
         *,
         consumer: Consumer,
+        gaps: GapTracker,
         aggregator: Aggregator,
         writer: Writer,
         writer_thread: WriterThread,
     ) -> None:
         self.metrics, self.settings = metrics, settings
-        self.consumer, self.aggregator, self.writer, self.writer_thread = consumer, aggregator, writer, writer_thread
+        self.consumer, self.gaps, self.aggregator = consumer, gaps, aggregator
+        self.writer, self.writer_thread = writer, writer_thread
         self._seen: dict[str, int] = {}  # total already added, by counter key
 
     def sync(self, now_ms: int) -> None:
@@ -81,7 +84,7 @@ class MetricsSync:
         if self.writer_thread.last_error:
             m.db_up.set(0)
         m.market_open.set(1 if is_open(now_ms) else 0)
-        last_utm = self.consumer.gaps.last_utm
+        last_utm = self.gaps.last_utm
         for pair in self.settings.pairs:
             last = last_utm.get(pair)
             if last is not None:
