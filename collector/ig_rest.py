@@ -65,9 +65,6 @@ class LoginFailed(RestError):
     """Credentials or API key refused; retrying will not help until they are fixed."""
 
 
-LoginRejected = LoginFailed  # the name issue 15 uses; `LoginFailed` stays for the bot's imports
-
-
 class EpicUnavailable(RestError):
     """IG does not offer this epic to the account (a wrong IG_EPIC_SUFFIX for the account
     type): a configuration error no retry fixes."""
@@ -75,7 +72,7 @@ class EpicUnavailable(RestError):
 
 # IG's errorCode namespace for refused credentials, API keys and locked accounts
 # (error.security.invalid-details, error.security.api-key-invalid, ...): a refusal, never
-# a reason to log in again at once. Rate limits and outages answer with other codes.
+# a fault that the next login attempt can fix. Rate limits and outages answer with other codes.
 SECURITY_ERROR_PREFIX = "error.security."
 
 
