@@ -38,7 +38,7 @@ from .config import ConfigError, Settings, load_settings
 from .market_hours import market_buckets
 from .metrics import Metrics
 from .pairs import validate_pair
-from .store import dt_to_ms, ms_to_dt
+from .vocabulary import CandleSource, CoverageEnd, Resolution, dt_to_ms, ms_to_dt
 
 HELP = "classify every market-hours bucket (stored, owed, reported, or unaccounted) and check candles against ticks"
 
@@ -114,7 +114,7 @@ class Coverage:
             return "before_first_start"
         last = self.intervals[-1]
         if last.end_ms is not None and end_ms > last.end_ms:
-            return f"collector_{last.end_reason or 'stopped'}"  # not resumed since: it will bracket this
+            return f"collector_{last.end_reason or CoverageEnd.STOPPED}"  # not resumed since: it will bracket this
         k = bisect.bisect_right(self._starts, start_ms)  # the first interval starting inside or after it
         if k < len(self.intervals) and start_ms < self.intervals[k].start_ms - self.backfill_max_age_ms:
             return "older_than_backfill_age"
@@ -158,13 +158,13 @@ def classify(
 ) -> tuple[Class, str | None]:
     """One bucket's class (pure: every input is already read)."""
     if row is not None and row.complete:
-        return {"stream": Class.STREAM, "rest": Class.REST}.get(row.source, Class.IMPORTED), None
+        return {CandleSource.STREAM: Class.STREAM, CandleSource.REST: Class.REST}.get(row.source, Class.IMPORTED), None
     if repair is not None:
         if not repair.resolved:
             return Class.PENDING, None
-        if repair.resolution == "unrecoverable":
+        if repair.resolution == Resolution.UNRECOVERABLE:
             return Class.UNRECOVERABLE, None
-        if repair.resolution == "empty" and row is None and not has_ticks:
+        if repair.resolution == Resolution.EMPTY and row is None and not has_ticks:
             return Class.EMPTY, None
     if row is None and covered and not has_ticks:
         return Class.QUIET, None

@@ -27,6 +27,7 @@ from .models import Flag
 from .pairs import validate_pair
 from .repairs import SETTLE_MS, RepairBook, RepairWorker
 from .store import write_flags
+from .vocabulary import FlagReason, dt_to_ms, ms_to_dt
 
 HELP = "plan, then fill missing candles from IG REST within the points budget"
 
@@ -47,10 +48,10 @@ def missing_buckets(conn: psycopg.Connection, pair: str, tf: str, start_ms: int,
     """Closed market-hours buckets in [start_ms, end_ms) without a complete candle."""
     tf_ms = tfs.length_ms(tf)
     have = {
-        int(r[0].timestamp() * 1000)
+        dt_to_ms(r[0])
         for r in conn.execute(
             "SELECT bucket FROM candles WHERE pair = %s AND timeframe = %s AND bucket >= %s AND complete",
-            (pair, tf, dt.datetime.fromtimestamp(start_ms / 1000, dt.UTC)),
+            (pair, tf, ms_to_dt(start_ms)),
         )
     }
     return [b for b in market_buckets(start_ms, end_ms - tf_ms + 1, tf_ms) if b not in have]
@@ -69,7 +70,7 @@ def plan(settings: Settings, conn: psycopg.Connection, pairs: list[str], timefra
     flags = []
     for tf in timeframes:
         for pair in pairs:
-            flags += [Flag(pair, tf, b, "backfill") for b in missing_buckets(conn, pair, tf, start_ms, now_ms)]
+            flags += [Flag(pair, tf, b, FlagReason.BACKFILL) for b in missing_buckets(conn, pair, tf, start_ms, now_ms)]
     return flags
 
 
@@ -87,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
 
     clock = make_clock(settings.clock, settings.ig_api_url)
     now = clock.now_ms()
-    start = int(_since(args.since, dt.datetime.fromtimestamp(now / 1000, dt.UTC)).timestamp() * 1000)
+    start = dt_to_ms(_since(args.since, ms_to_dt(now)))
     migrate(url, settings)
     with psycopg.connect(url, autocommit=True, application_name="ig-collector backfill") as conn:
         flags = plan(settings, conn, pairs, timeframes, start, now - settings.close_grace_ms - SETTLE_MS)

@@ -29,6 +29,7 @@ from .ig_convention import PriceScale, RestTimeConvention, Window, price_scale
 from .market_hours import market_buckets
 from .models import Candle
 from .pairs import pair_from_epic
+from .vocabulary import CandleSource, dt_to_ms, ms_to_dt
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,28 @@ class UnsupportedTimeframe(RestError):
 
 class LoginFailed(RestError):
     """Credentials or API key refused; retrying will not help until they are fixed."""
+
+
+class EpicUnavailable(RestError):
+    """IG does not offer this epic to the account (a wrong IG_EPIC_SUFFIX for the account
+    type): a configuration error no retry fixes."""
+
+
+# IG's errorCode namespace for refused credentials, API keys and locked accounts
+# (error.security.invalid-details, error.security.api-key-invalid, ...): a refusal, never
+# a fault that the next login attempt can fix. Rate limits and outages answer with other codes.
+SECURITY_ERROR_PREFIX = "error.security."
+
+
+def _login_refusal(answer: Any) -> str | None:
+    """IG's errorCode when its answer to POST /session refused the login, else None."""
+    if answer is None or not 400 <= answer.status_code < 500:
+        return None
+    try:
+        code = json.loads(answer.text or "{}").get("errorCode")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) and code.startswith(SECURITY_ERROR_PREFIX) else None
 
 
 @dataclass(frozen=True)
@@ -165,7 +188,7 @@ class RestBudget:
 
 
 def _parse_utc(s: str) -> int:
-    return int(dt.datetime.fromisoformat(s).replace(tzinfo=dt.UTC).timestamp() * 1000)
+    return dt_to_ms(dt.datetime.fromisoformat(s).replace(tzinfo=dt.UTC))
 
 
 def _bucket_of(p: Any) -> int | None:
@@ -212,7 +235,7 @@ def candle_from_ig(pair: str, timeframe: str, p: dict[str, Any], scale: PriceSca
         bid_low=px("lowPrice", "bid"), bid_close=px("closePrice", "bid"),
         ask_open=px("openPrice", "ask"), ask_high=px("highPrice", "ask"),
         ask_low=px("lowPrice", "ask"), ask_close=px("closePrice", "ask"),
-        ticks=int(p.get("lastTradedVolume") or 0), complete=True, source="rest",
+        ticks=int(p.get("lastTradedVolume") or 0), complete=True, source=CandleSource.REST,
     )  # fmt: skip
 
 
@@ -254,7 +277,7 @@ class RestClient:
         logs.register_secret(settings.ig_username)
 
     def _now_dt(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self._now_ms() / 1000, dt.UTC)
+        return ms_to_dt(self._now_ms())
 
     # --- session ------------------------------------------------------------------------------
     def login(self) -> IGSession:
@@ -266,15 +289,28 @@ class RestClient:
             acc_type=s.ig_acc_type, acc_number=s.ig_account_id, return_dataframe=False, return_munch=False,
         )  # fmt: skip
         svc.BASE_URL = svc.crud_session.BASE_URL = s.rest_url
+        # trading-ig raises a bare Exception (or IGException) whatever IG answered: keep the
+        # answer to POST /session itself, whose status and errorCode say whether it refused.
+        answers: list[Any] = []
+
+        def keep_session_answer(r: Any, *args: Any, **kwargs: Any) -> None:
+            if r.request.method == "POST" and r.request.path_url.rstrip("/").endswith("/session"):
+                answers.append(r)
+
+        svc.session.hooks["response"].append(keep_session_answer)
         try:
             body = svc.create_session(version=s.ig_api_version)
             if s.ig_api_version == "3":
                 svc.read_session(fetch_session_tokens="true")
-        except Exception as e:  # trading-ig raises bare Exception with IG's errorCode
-            msg = str(e)
-            if "invalid-details" in msg or "api-key" in msg or "invalid" in msg.lower():
-                raise LoginFailed(f"IG refused the login ({msg}); check IG_USERNAME, IG_PASSWORD, IG_API_KEY") from None
-            raise RestError(f"IG login failed: {msg}; will retry") from None
+        except Exception as e:
+            code = _login_refusal(answers[-1] if answers else None)
+            if code is not None:
+                raise LoginFailed(
+                    f"IG refused the login ({code}); check IG_USERNAME, IG_PASSWORD, IG_API_KEY"
+                ) from None
+            raise RestError(f"IG login failed: {e}; will retry") from None
+        finally:
+            svc.session.hooks["response"].remove(keep_session_answer)
         cst, xst = svc.session.headers.get("CST"), svc.session.headers.get("X-SECURITY-TOKEN")
         if not cst or not xst:
             raise RestError("IG login returned no CST/X-SECURITY-TOKEN; the stream cannot authenticate")
@@ -317,7 +353,7 @@ class RestClient:
     def check_epic(self, epic: str) -> dict[str, Any]:
         status, body = self._get(f"/markets/{epic}", {}, version="3")
         if status != 200:
-            raise RestError(
+            raise EpicUnavailable(
                 f"epic {epic} is not available to this account ({body.get('errorCode', status)}); "
                 "check IG_EPIC_SUFFIX (.CFD.IP, .MINI.IP or .TODAY.IP) for your account type"
             )
@@ -384,8 +420,8 @@ class RestClient:
         if self.budget:
             self.budget.record(
                 allowance, points=len(prices), pair=pair, resolution=resolution,
-                range_from=dt.datetime.fromtimestamp(start_ms / 1000, dt.UTC),
-                range_to=dt.datetime.fromtimestamp(end_ms / 1000, dt.UTC), purpose=purpose,
+                range_from=ms_to_dt(start_ms),
+                range_to=ms_to_dt(end_ms), purpose=purpose,
             )  # fmt: skip
         return prices
 

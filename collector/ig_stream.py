@@ -26,11 +26,12 @@ from typing import Any
 from . import ls_speedups
 from .ig_convention import PriceScale
 from .ig_rest import IGSession
+from .vocabulary import LS_CONNECTED_PREFIX, LS_WILL_RETRY, Transport
 
 log = logging.getLogger(__name__)
 
 FIELDS = ("BID", "OFR", "UTM")
-TRANSPORTS = ("WS-STREAMING", "HTTP-STREAMING", "WS-POLLING", "HTTP-POLLING")
+TRANSPORTS: tuple[str, ...] = tuple(map(str, Transport))
 FORCE_HTTP_AFTER = 3  # consecutive failed connection attempts before WebSocket is given up
 
 
@@ -45,14 +46,14 @@ class TransportWatch:
         self.forced = False
 
     def status(self, status: str) -> None:
-        kind, _, transport = status.partition(":")
-        if kind == "CONNECTED" and transport in TRANSPORTS:
+        transport = status.removeprefix(LS_CONNECTED_PREFIX)
+        if status.startswith(LS_CONNECTED_PREFIX) and transport in TRANSPORTS:
             self.failures = 0
             if transport != self.transport:
                 self.transport = transport
                 log.info("stream transport", extra={"transport": transport, "forced": self.forced})
                 self.on_transport(transport)
-        elif status == "DISCONNECTED:WILL-RETRY" and self.transport is None:
+        elif status == LS_WILL_RETRY and self.transport is None:
             self.failures += 1
             if self.failures >= self.force_after and not self.forced:
                 self.forced = True

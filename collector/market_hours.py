@@ -11,17 +11,19 @@ import datetime as dt
 from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
+from .vocabulary import dt_to_ms, ms_to_dt
+
 NEW_YORK = ZoneInfo("America/New_York")
 _OPEN_HOUR = 17  # the FX week opens Sunday and closes Friday at 17:00 New York
 _SUNDAY, _FRIDAY, _SATURDAY = 6, 4, 5
 
 
 def _ny(ms: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).astimezone(NEW_YORK)
+    return ms_to_dt(ms).astimezone(NEW_YORK)
 
 
 def _ms(t: dt.datetime) -> int:
-    return int(t.timestamp() * 1000)
+    return dt_to_ms(t)
 
 
 def is_open(ms: int) -> bool:

@@ -1,4 +1,4 @@
-"""The collector's Prometheus metrics (DESIGN section 9), one registry per process.
+"""The collector's Prometheus metrics (docs/design.md §9), one registry per process.
 
 Labels are bounded: `pair` (the 28), `timeframe` (configured), `reason`/`kind`/`cause`/
 `status` (fixed vocabularies below). Nothing user-supplied or unbounded becomes a label, and
@@ -22,24 +22,34 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from .validation import Reject
+from .vocabulary import (
+    CandleKind,
+    LateOutcome,
+    LoginResult,
+    QuarantineKind,
+    ReconnectCause,
+    Resolution,
+    StreamState,
+    Transport,
+    UpdateLoss,
+)
+
 PREFIX = "ig_collector"
 
-REJECT_REASONS = (
-    "missing",
-    "non_numeric",
-    "non_positive",
-    "crossed",
-    "future",
-    "duplicate",
-    "unknown_pair",
-    "too_late",
-)
-STREAM_STATES = ("CONNECTING", "CONNECTED", "STALLED", "DISCONNECTED", "RETRYING", "LOGGING_IN", "STOPPED")
-CANDLE_KINDS = ("forming", "closed", "correction", "rest")
-QUARANTINE_KINDS = ("tick", "candle", "repair", "coverage")
+# Label sets derived from the vocabulary that writes them, so a new reason or state cannot
+# be counted under a label the dashboards and alert rules (deploy/) have never seen.
+REJECT_REASONS: tuple[str, ...] = tuple(r.label for r in Reject)
+STREAM_STATES: tuple[str, ...] = tuple(map(str, StreamState))
+CANDLE_KINDS: tuple[str, ...] = tuple(map(str, CandleKind))
+QUARANTINE_KINDS: tuple[str, ...] = tuple(map(str, QuarantineKind))
 AUDIT_CLASSES = ("stream", "rest", "import", "pending", "unrecoverable", "empty", "quiet", "not_covered", "unaccounted")
-STREAM_TRANSPORTS = ("WS-STREAMING", "HTTP-STREAMING", "WS-POLLING", "HTTP-POLLING")
-RECONNECT_CAUSES = ("server_error", "server_end", "stale", "token", "login_failed", "startup")
+STREAM_TRANSPORTS: tuple[str, ...] = tuple(map(str, Transport))
+RECONNECT_CAUSES: tuple[str, ...] = tuple(map(str, ReconnectCause))
+REPAIR_OUTCOMES: tuple[str, ...] = tuple(map(str, Resolution))
+LOGIN_RESULTS: tuple[str, ...] = tuple(map(str, LoginResult))
+LOST_REASONS: tuple[str, ...] = tuple(map(str, UpdateLoss))
+LATE_OUTCOMES: tuple[str, ...] = tuple(map(str, LateOutcome))
 # Points spent this allowance period by every spender (collector and bot), from rest_spend.
 SPEND_PURPOSES = ("repair", "backfill", "warmup", "bot_fallback", "other")
 
@@ -228,13 +238,13 @@ class Metrics:
         for tf in timeframes:
             for kind in CANDLE_KINDS:
                 self.candles_written.labels(tf, kind)
-        for outcome in ("corrected", "dropped"):
+        for outcome in LATE_OUTCOMES:
             self.late_ticks.labels(outcome)
-        for reason in ("server_dropped", "queue_full"):
+        for reason in LOST_REASONS:
             self.updates_lost.labels(reason)
-        for outcome in ("rest", "composed", "empty", "unrecoverable"):
+        for outcome in REPAIR_OUTCOMES:
             self.repairs.labels(outcome)
-        for result in ("ok", "refused", "error"):
+        for result in LOGIN_RESULTS:
             self.logins.labels(result)
         for purpose in ("repair", "backfill"):
             self.rest_points.labels(purpose)
@@ -256,10 +266,10 @@ class Metrics:
         self.registry.register(PeriodSpendCollector(lambda: latest[0]))
         threading.Thread(target=refresh, name="spend-metric", daemon=True).start()
 
-    def set_stream_state(self, state: str) -> None:
+    def set_stream_state(self, state: StreamState) -> None:
         for s in STREAM_STATES:
             self.stream_state.labels(s).set(1 if s == state else 0)
-        self.stream_connected.set(1 if state == "CONNECTED" else 0)
+        self.stream_connected.set(1 if state == StreamState.CONNECTED else 0)
 
     def set_stream_transport(self, transport: str) -> None:
         """The transport the stream uses now (the last one it connected on)."""

@@ -1,4 +1,4 @@
-"""Partial and missing buckets, and their replacement from REST (DESIGN section 6).
+"""Partial and missing buckets, and their replacement from REST (docs/design.md §6).
 
 A bucket the stream covered only in part (an outage, a restart, a tick that came too late) is
 flagged in `candle_repairs` (which survives kill -9). Once the bucket has closed, the repair
@@ -9,17 +9,20 @@ that a REST candle may replace it. Buckets REST cannot supply are reported, neve
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
 import psycopg
 
 from . import timeframes as tfs
+from .aggregator import CandleClosed, CandleCorrected, Event
 from .compose import compose
 from .config import Settings
 from .ig_rest import AllowanceExhausted, BudgetExceeded, RestClient, RestError
@@ -27,20 +30,16 @@ from .market_hours import market_buckets
 from .metrics import Metrics
 from .models import Candle, Flag
 from .store import is_permanent
+from .vocabulary import NOTIFY_CHANNEL, CandleKind, CandleSource, Resolution, dt_to_ms, encode_notice, ms_to_dt
+
+if TYPE_CHECKING:
+    from .pipeline import TickSink
 
 log = logging.getLogger(__name__)
 
 # How long after a bucket's close before asking IG for it, so its candle is final there too.
 SETTLE_MS = 5_000
 MAX_ATTEMPTS = 5
-
-
-def _ts(ms: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-
-
-def _ms(t: dt.datetime) -> int:
-    return int(t.timestamp() * 1000)
 
 
 def flags_for_interval(
@@ -59,7 +58,7 @@ def rest_candles_json(candles: Iterable[Candle]) -> str:
     return json.dumps(
         [
             {
-                "pair": c.pair, "timeframe": c.timeframe, "bucket": _ts(c.bucket_ms).isoformat(),
+                "pair": c.pair, "timeframe": c.timeframe, "bucket": ms_to_dt(c.bucket_ms).isoformat(),
                 "bid_open": c.bid_open, "bid_high": c.bid_high, "bid_low": c.bid_low, "bid_close": c.bid_close,
                 "ask_open": c.ask_open, "ask_high": c.ask_high, "ask_low": c.ask_low, "ask_close": c.ask_close,
                 "ticks": c.ticks,
@@ -77,7 +76,7 @@ _DEMOTE = (
 
 def _keys(items: Iterable[Flag | Candle]) -> tuple[list[str], list[str], list[dt.datetime]]:
     items = list(items)
-    return [i.pair for i in items], [i.timeframe for i in items], [_ts(i.bucket_ms) for i in items]
+    return [i.pair for i in items], [i.timeframe for i in items], [ms_to_dt(i.bucket_ms) for i in items]
 
 
 def store_rest(conn: psycopg.Connection, candles: list[Candle], replace_partial: bool) -> int:
@@ -98,8 +97,7 @@ def store_rest(conn: psycopg.Connection, candles: list[Candle], replace_partial:
         if replace_partial and conn.execute(_DEMOTE, keys).rowcount:
             n = conn.execute("SELECT store_rest_candles(%s::jsonb)", (rest_candles_json(candles),)).fetchone()[0]
         for c in candles:
-            payload = json.dumps({"pair": c.pair, "timeframe": c.timeframe, "bucket": _ts(c.bucket_ms).isoformat()})
-            conn.execute("SELECT pg_notify('candle_closed', %s)", (payload,))
+            conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, encode_notice(c.pair, c.timeframe, c.bucket_ms)))
     return int(n)
 
 
@@ -136,11 +134,137 @@ class RepairBook:
     def load_open(self, conn: psycopg.Connection) -> None:
         rows = conn.execute("SELECT pair, timeframe, bucket FROM candle_repairs WHERE resolved_at IS NULL").fetchall()
         with self._lock:
-            self._open.update((p, tf, _ms(b)) for p, tf, b in rows)
+            self._open.update((p, tf, dt_to_ms(b)) for p, tf, b in rows)
 
     def resolved(self, pair: str, timeframe: str, bucket_ms: int) -> None:
         with self._lock:
             self._open.discard((pair, timeframe, bucket_ms))
+
+
+class PartialAwareSink:
+    """Between the pipeline and the writer, the repair book's rule for a closing candle: a
+    bucket the stream saw only in part (flagged) is written incomplete and without NOTIFY, so
+    no reader takes it for final; the repair's REST candle notifies later."""
+
+    def __init__(self, writer: TickSink, book: RepairBook) -> None:
+        self.writer, self.book = writer, book
+
+    def submit_tick(self, code: int, time_ms: int, bid: float, ask: float, received_ms: int | None = None) -> None:
+        self.writer.submit_tick(code, time_ms, bid, ask, received_ms)
+
+    def submit_ticks(
+        self,
+        codes: np.ndarray,
+        times: np.ndarray,
+        bids: np.ndarray,
+        asks: np.ndarray,
+        received_ms: int | np.ndarray | None = None,
+    ) -> None:
+        self.writer.submit_ticks(codes, times, bids, asks, received_ms)
+
+    def submit_candles(self, candles: Iterable[Candle], kind: str) -> None:
+        self.writer.submit_candles(candles, kind)
+
+    def submit_events(self, events: Iterable[Event]) -> None:
+        keep: list[Event] = []
+        partial: list[Candle] = []
+        for e in events:
+            if isinstance(e, CandleClosed | CandleCorrected):
+                c = e.candle
+                if self.book.is_flagged(c.pair, c.timeframe, c.bucket_ms):
+                    partial.append(dataclasses.replace(c, complete=False))
+                    continue
+            keep.append(e)
+        if keep:
+            self.writer.submit_events(keep)
+        if partial:
+            self.writer.submit_candles(partial, CandleKind.FORMING)
+
+
+class RequestPacer:
+    """IG allows ~30 non-trading requests a minute per account: at most `per_minute` in any
+    60 s, waiting (interruptibly, on `stop`) for the oldest to age out."""
+
+    def __init__(self, per_minute: int, stop: threading.Event) -> None:
+        self.per_minute, self._stop = per_minute, stop
+        self._times: list[float] = []
+
+    def wait_turn(self) -> None:
+        now = time.monotonic()
+        self._times = [t for t in self._times if now - t < 60]
+        if len(self._times) >= self.per_minute:
+            self._stop.wait(max(0.0, 60 - (now - self._times[0])))
+        self._times.append(time.monotonic())
+
+
+# --- candle_repairs: the record of what is owed and how each repair ended -----------------------
+
+
+def open_repairs(conn: psycopg.Connection) -> list[tuple[str, str, int, int]]:
+    """(pair, timeframe, bucket_ms, attempts) of every repair not resolved yet, in order."""
+    rows = conn.execute(
+        "SELECT pair, timeframe, bucket, attempts FROM candle_repairs WHERE resolved_at IS NULL "
+        "ORDER BY pair, timeframe, bucket"
+    ).fetchall()
+    return [(p, tf, dt_to_ms(b), a) for p, tf, b, a in rows]
+
+
+def _open_buckets(conn: psycopg.Connection, tf: str, pairs: list[str], lo: int, hi: int) -> list[tuple[str, int]]:
+    rows = conn.execute(
+        "SELECT pair, bucket FROM candle_repairs WHERE timeframe = %s AND pair = ANY(%s) "
+        "AND resolved_at IS NULL AND bucket >= %s AND bucket < %s",
+        (tf, pairs, ms_to_dt(lo), ms_to_dt(hi)),
+    ).fetchall()
+    return [(p, dt_to_ms(b)) for p, b in rows]
+
+
+def _resolve(conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int, resolution: Resolution) -> None:
+    conn.execute(
+        "UPDATE candle_repairs SET resolved_at = now(), resolution = %s, attempts = attempts + 1 "
+        "WHERE pair = %s AND timeframe = %s AND bucket = %s",
+        (resolution, pair, tf, ms_to_dt(bucket_ms)),
+    )
+
+
+def _resolve_unrecoverable(conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int, error: str | None) -> None:
+    """Keeps an earlier resolution time and error: a give-up is reported once, as it first was."""
+    conn.execute(
+        "UPDATE candle_repairs SET resolved_at = coalesce(resolved_at, now()), resolution = %s, "
+        "last_error = coalesce(%s, last_error) WHERE pair = %s AND timeframe = %s AND bucket = %s",
+        (Resolution.UNRECOVERABLE, error[:500] if error else None, pair, tf, ms_to_dt(bucket_ms)),
+    )
+
+
+def _count_failure(conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int, error: str, *, final: bool) -> None:
+    """One more failed attempt; the `final` one resolves the repair as unrecoverable."""
+    conn.execute(
+        "UPDATE candle_repairs SET attempts = attempts + 1, last_error = %s, "
+        "resolved_at = CASE WHEN %s THEN now() END, resolution = CASE WHEN %s THEN %s END "
+        "WHERE pair = %s AND timeframe = %s AND bucket = %s",
+        (error[:500], final, final, Resolution.UNRECOVERABLE, pair, tf, ms_to_dt(bucket_ms)),
+    )
+
+
+def _complete_candles(conn: psycopg.Connection, tf: str, pairs: list[str], lo: int, hi: int) -> list[Candle]:
+    """Stored complete candles of `tf` with bucket in [lo, hi): what a coarser one is composed of."""
+    return [
+        Candle(p, tf, dt_to_ms(b), *px, int(ticks), True, src)
+        for p, b, *px, ticks, src in conn.execute(
+            "SELECT pair, bucket, bid_open, bid_high, bid_low, bid_close, ask_open, ask_high, ask_low, "
+            "ask_close, ticks, source FROM candles WHERE timeframe = %s AND pair = ANY(%s) AND complete "
+            "AND bucket >= %s AND bucket < %s",
+            (tf, pairs, ms_to_dt(lo), ms_to_dt(hi)),
+        ).fetchall()
+    ]
+
+
+def _stream_ticks(conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int) -> int | None:
+    """The tick count of the stream's row of this bucket; None when the stream has none."""
+    row = conn.execute(
+        "SELECT ticks FROM candles WHERE pair = %s AND timeframe = %s AND bucket = %s AND source = %s",
+        (pair, tf, ms_to_dt(bucket_ms), CandleSource.STREAM),
+    ).fetchone()
+    return None if row is None else row[0]
 
 
 class RepairWorker:
@@ -161,20 +285,14 @@ class RepairWorker:
         The live daemon waits out the lateness window too: a late tick may still correct the
         bucket, and a REST candle stored earlier would hide that correction (the stream never
         overwrites a REST row)."""
-        self.settings, self.db_url, self.book, self.metrics, self.now_ms = (
-            settings,
-            db_url,
-            book,
-            metrics,
-            now_ms,
-        )
+        self.settings, self.db_url, self.book, self.metrics, self.now_ms = settings, db_url, book, metrics, now_ms
         self._rest_factory = rest_factory
         self.settle_ms = settle_ms
         self._rest: RestClient | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="repairs", daemon=True)
-        self._request_times: list[float] = []
+        self._pacer = RequestPacer(settings.rest_requests_per_minute, self._stop)
         self.blocked_until_ms = 0  # allowance exhausted: no REST until then
 
     def start(self) -> None:
@@ -206,22 +324,8 @@ class RepairWorker:
         if conn is not None:
             conn.close()
 
-    def _throttle(self) -> None:
-        """IG allows ~30 non-trading requests a minute per account; stay under our setting."""
-        limit = self.settings.rest_requests_per_minute
-        now = time.monotonic()
-        self._request_times = [t for t in self._request_times if now - t < 60]
-        if len(self._request_times) >= limit:
-            wait = 60 - (now - self._request_times[0])
-            self._stop.wait(max(0.0, wait))
-        self._request_times.append(time.monotonic())
-
     def pending(self, conn: psycopg.Connection) -> list[tuple[str, str, int, int]]:
-        rows = conn.execute(
-            "SELECT pair, timeframe, bucket, attempts FROM candle_repairs WHERE resolved_at IS NULL "
-            "ORDER BY pair, timeframe, bucket"
-        ).fetchall()
-        return [(p, tf, _ms(b), a) for p, tf, b, a in rows]
+        return open_repairs(conn)
 
     def run_once(self, conn: psycopg.Connection, on_progress: Callable[[int], None] | None = None) -> int:
         """One pass over the due repairs; returns the buckets resolved."""
@@ -276,23 +380,8 @@ class RepairWorker:
         n = tfs.length_ms(tf)
         pairs = sorted({r[0] for r in rows})
         lo, hi = min(r[2] for r in rows), max(r[2] for r in rows) + n
-        stored = [
-            Candle(p, finer, _ms(b), *px, int(ticks), True, src)
-            for p, b, *px, ticks, src in conn.execute(
-                "SELECT pair, bucket, bid_open, bid_high, bid_low, bid_close, ask_open, ask_high, ask_low, "
-                "ask_close, ticks, source FROM candles WHERE timeframe = %s AND pair = ANY(%s) AND complete "
-                "AND bucket >= %s AND bucket < %s",
-                (finer, pairs, _ts(lo), _ts(hi)),
-            ).fetchall()
-        ]
-        waiting = {
-            (p, tfs.bucket_start(_ms(b), n))
-            for p, b in conn.execute(
-                "SELECT pair, bucket FROM candle_repairs WHERE timeframe = %s AND pair = ANY(%s) "
-                "AND resolved_at IS NULL AND bucket >= %s AND bucket < %s",
-                (finer, pairs, _ts(lo), _ts(hi)),
-            ).fetchall()
-        }
+        stored = _complete_candles(conn, finer, pairs, lo, hi)
+        waiting = {(p, tfs.bucket_start(b, n)) for p, b in _open_buckets(conn, finer, pairs, lo, hi)}
         built = {(c.pair, c.bucket_ms): c for c in compose(stored, tf)}
         to_buy, done = [], 0
         for row in rows:
@@ -303,13 +392,9 @@ class RepairWorker:
                     to_buy.append(row)
                 continue
             store_rest(conn, [c], replace_partial=True)
-            conn.execute(
-                "UPDATE candle_repairs SET resolved_at = now(), resolution = 'composed', attempts = attempts + 1 "
-                "WHERE pair = %s AND timeframe = %s AND bucket = %s",
-                (pair, tf, _ts(b)),
-            )
+            _resolve(conn, pair, tf, b, Resolution.COMPOSED)
             self.book.resolved(pair, tf, b)
-            self.metrics.repairs.labels("composed").inc()
+            self.metrics.repairs.labels(Resolution.COMPOSED).inc()
             done += 1
         if done:
             log.info("composed from finer candles instead of bought", extra={"timeframe": tf, "from": finer,
@@ -332,11 +417,11 @@ class RepairWorker:
         if self._rest is None:
             self._rest = self._rest_factory()
         start, end = buckets[0][0], buckets[-1][0]
-        self._throttle()
+        self._pacer.wait_turn()
         try:
             candles = self._rest.fetch_candles(pair, tf, start, end, purpose="repair")
         except AllowanceExhausted as e:
-            self.blocked_until_ms = _ms(e.expires_at)
+            self.blocked_until_ms = dt_to_ms(e.expires_at)
             self.metrics.rest_exhausted.set(1)
             log.error("REST allowance exhausted: repairs wait until the reset", extra={"until": str(e.expires_at)})
             return 0
@@ -358,22 +443,17 @@ class RepairWorker:
         store_rest(conn, candles, replace_partial=True)
         with conn.transaction():
             for b, _ in buckets:
-                outcome = "rest" if b in got else "empty"
-                conn.execute(
-                    "UPDATE candle_repairs SET resolved_at = now(), resolution = %s, attempts = attempts + 1 "
-                    "WHERE pair = %s AND timeframe = %s AND bucket = %s",
-                    (outcome, pair, tf, _ts(b)),
-                )
+                _resolve(conn, pair, tf, b, Resolution.REST if b in got else Resolution.EMPTY)
         for b, _ in buckets:
             self.book.resolved(pair, tf, b)
             if b in invalid:  # counted as unrecoverable there
                 self._report_invalid(conn, pair, tf, b, invalid[b])
                 continue
-            outcome = "rest" if b in got else "empty"
+            outcome = Resolution.REST if b in got else Resolution.EMPTY
             self.metrics.repairs.labels(outcome).inc()
-            if outcome == "empty":
+            if outcome == Resolution.EMPTY:
                 self._report_empty(conn, pair, tf, b)
-        self.metrics.candles_written.labels(tf, "rest").inc(len(candles))
+        self.metrics.candles_written.labels(tf, CandleKind.REST).inc(len(candles))
         log.info(
             "repaired from REST",
             extra={"pair": pair, "timeframe": tf, "buckets": len(buckets), "candles": len(candles)},
@@ -384,27 +464,20 @@ class RepairWorker:
                                error: str | None) -> None:  # fmt: skip
         """Resolved as unrecoverable (reported, never retried); a partial stream row stays
         incomplete rather than being passed off as complete."""
-        conn.execute(
-            "UPDATE candle_repairs SET resolved_at = coalesce(resolved_at, now()), resolution = 'unrecoverable', "
-            "last_error = coalesce(%s, last_error) WHERE pair = %s AND timeframe = %s AND bucket = %s",
-            (error[:500] if error else None, pair, tf, _ts(bucket_ms)),
-        )
-        conn.execute(_DEMOTE, ([pair], [tf], [_ts(bucket_ms)]))
+        _resolve_unrecoverable(conn, pair, tf, bucket_ms, error)
+        conn.execute(_DEMOTE, ([pair], [tf], [ms_to_dt(bucket_ms)]))
         self.book.resolved(pair, tf, bucket_ms)
-        self.metrics.repairs.labels("unrecoverable").inc()
+        self.metrics.repairs.labels(Resolution.UNRECOVERABLE).inc()
 
     def _report_empty(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int) -> None:
         """REST had no candle: fine if we have none either; a partial stream row stays
         incomplete and is reported as unrecoverable rather than passed off as complete."""
-        row = conn.execute(
-            "SELECT ticks FROM candles WHERE pair = %s AND timeframe = %s AND bucket = %s AND source = 'stream'",
-            (pair, tf, _ts(bucket_ms)),
-        ).fetchone()
-        if row:
+        ticks = _stream_ticks(conn, pair, tf, bucket_ms)
+        if ticks is not None:
             self._declare_unrecoverable(conn, pair, tf, bucket_ms, None)
             log.error(
                 "partial candle has no REST replacement; left incomplete",
-                extra={"pair": pair, "timeframe": tf, "bucket": _ts(bucket_ms).isoformat(), "ticks": row[0]},
+                extra={"pair": pair, "timeframe": tf, "bucket": ms_to_dt(bucket_ms).isoformat(), "ticks": ticks},
             )
 
     def _report_invalid(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int, why: str) -> None:
@@ -412,25 +485,20 @@ class RepairWorker:
         asking again would pay again for the same answer, so it is reported, not retried."""
         self._declare_unrecoverable(conn, pair, tf, bucket_ms, why)
         log.error("REST candle unusable; bucket left incomplete", extra={"pair": pair, "timeframe": tf,
-                  "bucket": _ts(bucket_ms).isoformat(), "error": why})  # fmt: skip
+                  "bucket": ms_to_dt(bucket_ms).isoformat(), "error": why})  # fmt: skip
 
     def _note_failure(self, conn: psycopg.Connection, pair: str, tf: str, buckets: list[tuple[int, int]],
                       error: str) -> None:  # fmt: skip
         for b, attempts in buckets:
             final = attempts + 1 >= MAX_ATTEMPTS
-            conn.execute(
-                "UPDATE candle_repairs SET attempts = attempts + 1, last_error = %s, "
-                "resolved_at = CASE WHEN %s THEN now() END, resolution = CASE WHEN %s THEN 'unrecoverable' END "
-                "WHERE pair = %s AND timeframe = %s AND bucket = %s",
-                (error[:500], final, final, pair, tf, _ts(b)),
-            )
+            _count_failure(conn, pair, tf, b, error, final=final)
             if final:
-                conn.execute(_DEMOTE, ([pair], [tf], [_ts(b)]))  # never passed off as complete
+                conn.execute(_DEMOTE, ([pair], [tf], [ms_to_dt(b)]))  # never passed off as complete
                 self.book.resolved(pair, tf, b)
-                self.metrics.repairs.labels("unrecoverable").inc()
+                self.metrics.repairs.labels(Resolution.UNRECOVERABLE).inc()
                 log.error(
                     "bucket could not be repaired from REST after %d attempts", MAX_ATTEMPTS,
-                    extra={"pair": pair, "timeframe": tf, "bucket": _ts(b).isoformat(), "error": error},
+                    extra={"pair": pair, "timeframe": tf, "bucket": ms_to_dt(b).isoformat(), "error": error},
                 )  # fmt: skip
         log.warning("REST repair failed; will retry", extra={"pair": pair, "timeframe": tf, "error": error})
 

@@ -163,3 +163,40 @@ class TickGapReason(enum.StrEnum):
 
     BUFFER_FULL = "buffer_full"
     QUARANTINED = "quarantined"
+
+
+# ---------------------------------------------------------------------------------------------
+# daemon: the supervisor's words, the metrics' label values (byte-identical to the dashboards).
+
+
+class UpdateLoss(enum.StrEnum):
+    """Why stream updates never reached the aggregator (`ig_collector_updates_lost_total`)."""
+
+    SERVER_DROPPED = "server_dropped"  # Lightstreamer OV: the server dropped them
+    QUEUE_FULL = "queue_full"  # our own update queue was at its bound
+
+
+class LateOutcome(enum.StrEnum):
+    """What became of a tick for an already closed bucket (`ig_collector_late_ticks_total`)."""
+
+    CORRECTED = "corrected"
+    DROPPED = "dropped"
+
+
+class ReconnectCause(enum.StrEnum):
+    """Why the supervisor started a reconnect (`ig_collector_stream_reconnects_total`)."""
+
+    SERVER_ERROR = "server_error"
+    SERVER_END = "server_end"
+    STALE = "stale"
+    TOKEN = "token"
+    LOGIN_FAILED = "login_failed"
+    STARTUP = "startup"
+
+
+class LoginResult(enum.StrEnum):
+    """`ig_collector_logins_total{result}`."""
+
+    OK = "ok"
+    REFUSED = "refused"  # credentials or API key refused: retrying will not help
+    ERROR = "error"  # IG or the network failed: the next attempt may work
