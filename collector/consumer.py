@@ -131,12 +131,13 @@ class Consumer:
         ofrs: list[str | None] = []
         utms: list[str | None] = []
         recv: list[int] = []
+        snaps: list[int] = []  # positions in this batch of snapshot updates
         n = 0
         while dq and n < DRAIN_MAX:
             item = dq.popleft()
             if isinstance(item, Marker | LostUpdates):
-                self._feed(pairs, bids, ofrs, utms, recv)
-                pairs, bids, ofrs, utms, recv = [], [], [], [], []
+                self._feed(pairs, bids, ofrs, utms, recv, snaps)
+                pairs, bids, ofrs, utms, recv, snaps = [], [], [], [], [], []
                 if isinstance(item, Marker):
                     self._on_marker(item)
                 else:
@@ -147,19 +148,27 @@ class Consumer:
                 closed = gaps.live_tick(item.utm, self.now_ms())
                 if closed is not None:
                     self._on_gap_closed(closed)
+            if item.snapshot:
+                snaps.append(len(pairs))
             pairs.append(item.pair)
             bids.append(item.bid)
             ofrs.append(item.ofr)
             utms.append(item.utm)
             recv.append(item.received_ms)
             self.received_by_pair[item.pair] = self.received_by_pair.get(item.pair, 0) + 1
-        self._feed(pairs, bids, ofrs, utms, recv)
+        self._feed(pairs, bids, ofrs, utms, recv, snaps)
         self.received += n
         self.metrics.queue_depth.set(len(dq))
         return n
 
     def _feed(
-        self, pairs: list[str], bids: list[str | None], ofrs: list[str | None], utms: list[str | None], recv: list[int]
+        self,
+        pairs: list[str],
+        bids: list[str | None],
+        ofrs: list[str | None],
+        utms: list[str | None],
+        recv: list[int],
+        snaps: list[int],
     ) -> None:
         if not pairs:
             return
@@ -176,6 +185,9 @@ class Consumer:
         ok = res.reason == 0
         if ok.any():
             self.last_arrival_ms = max(self.last_arrival_ms, recv[-1])
+            fresh_snaps = [i for i in snaps if ok[i]]
+            if fresh_snaps:
+                self._flag(self.gaps.snapshot_flags(pairs, utms, fresh_snaps))
             self.gaps.accepted(pairs, utms, np.flatnonzero(ok).tolist())
 
     def _on_marker(self, m: Marker) -> None:

@@ -59,12 +59,14 @@ class GapTracker:
         self.last_utm: dict[str, int] = {}  # newest accepted IG time per pair
         self.gap_start: int | None = None  # IG time the stream went down; None while up
         self.awaiting_first = False  # down -> up seen (or a start): the gap ends at the next live tick
+        self.first_start = True  # no tick was ever committed: partial buckets are the first start's
 
     def resume(self, last_tick_ms: int | None) -> None:
         """At start, before any update: whatever happened since the last committed tick (a
         restart, kill -9) is a gap; with no tick at all it is a first start mid-bucket."""
         self.gap_start = last_tick_ms
         self.awaiting_first = True
+        self.first_start = last_tick_ms is None
 
     def last_tick_ms(self) -> int | None:
         return max(self.last_utm.values(), default=None)
@@ -108,11 +110,26 @@ class GapTracker:
             start, reason = end, FlagReason.FIRST_START
         else:
             start, reason = min(start, end), FlagReason.STREAM_GAP
+            self.first_start = False
         floor = now_ms - self.repair_horizon_ms
         clipped = start if start < floor else None
         start = max(start, floor)
         flags = flags_for_interval(self.pairs, self.timeframes, start, end, reason) if end >= start else []
         return GapClosed(CoverageMark(up=True, at_ms=end), tuple(flags), start, end, reason, clipped)
+
+    def snapshot_flags(self, pairs: Sequence[str], utms: Sequence[object], indices: Iterable[int]) -> list[Flag]:
+        """Snapshot updates at `indices` that entered the candles. A snapshot repeats a pair's
+        last tick; one the duplicate filter let through was never seen before, so the stream
+        was not watching that pair when it happened and its bucket is partial. This covers the
+        bucket before a first start's first live tick, and a pair whose snapshot comes after
+        another pair's live tick closed the gap."""
+        reason = FlagReason.FIRST_START if self.first_start else FlagReason.STREAM_GAP
+        out: list[Flag] = []
+        for i in indices:
+            t = _ig_ms(utms[i])
+            if t is not None and pairs[i] in self.pairs:
+                out.extend(flags_for_interval([pairs[i]], self.timeframes, t, t, reason))
+        return out
 
     def accepted(self, pairs: Sequence[str], utms: Sequence[object], indices: Iterable[int]) -> None:
         """The updates at `indices` entered the candles: they move each pair's newest IG time."""

@@ -132,7 +132,36 @@ def test_a_snapshot_does_not_end_a_gap() -> None:
     r.consumer.gaps.resume(T)
     r.consumer.updates.append(tick(T + M, snapshot=True))
     r.consumer.drain()
-    assert (r.sink.flags, r.coverage, r.consumer.gaps.awaiting_first) == ([], [], True)
+    assert (r.coverage, r.consumer.gaps.awaiting_first) == ([], True)
+
+
+def test_a_first_starts_snapshot_in_the_bucket_before_the_first_live_tick_is_flagged() -> None:
+    r = rig()
+    r.consumer.gaps.resume(None)
+    r.consumer.updates.extend([tick(T + 4 * M, snapshot=True), tick(T + 7 * M)])
+    r.consumer.drain()
+    assert ("EURUSD", "5m", T, FlagReason.FIRST_START) in flagged(r)
+    assert ("USDJPY", "5m", T, FlagReason.FIRST_START) not in flagged(r)
+
+
+def test_a_snapshot_after_another_pairs_live_tick_closed_the_gap_is_flagged() -> None:
+    r = rig()
+    r.consumer.gaps.resume(None)
+    r.consumer.updates.append(tick(T + 7 * M))
+    r.consumer.drain()
+    r.consumer.updates.append(tick(T + 11 * M, "USDJPY", snapshot=True, bid="150.1", ofr="150.2"))
+    r.consumer.drain()
+    assert ("USDJPY", "5m", T + 10 * M, FlagReason.FIRST_START) in flagged(r)
+
+
+def test_a_snapshot_repeating_a_tick_already_seen_flags_nothing() -> None:
+    r = rig()
+    r.consumer.updates.append(tick(T + S))
+    r.consumer.drain()
+    before = set(flagged(r))
+    r.consumer.updates.append(tick(T + S, snapshot=True))
+    r.consumer.drain()
+    assert flagged(r) == before
 
 
 def test_a_down_marker_records_where_coverage_ended() -> None:

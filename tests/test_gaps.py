@@ -44,6 +44,21 @@ def test_a_first_start_flags_the_bucket_of_the_first_live_tick_for_every_pair() 
     assert keys(closed.flags) == {("EURUSD", "5m", T + 5 * M), ("USDJPY", "5m", T + 5 * M)}
 
 
+def test_an_accepted_snapshot_flags_its_own_pairs_bucket() -> None:
+    g = tracker()
+    g.resume(None)
+    flags = g.snapshot_flags(["USDJPY"], [str(T + 4 * M)], [0])
+    assert [(f.pair, f.timeframe, f.bucket_ms, f.reason) for f in flags] == [
+        ("USDJPY", "5m", T, FlagReason.FIRST_START)
+    ]
+
+
+def test_a_snapshot_after_a_restart_is_flagged_as_part_of_the_stream_gap() -> None:
+    g = tracker()
+    g.resume(T)
+    assert [f.reason for f in g.snapshot_flags(["EURUSD"], [str(T + M)], [0])] == [FlagReason.STREAM_GAP]
+
+
 def test_a_restart_flags_from_the_last_committed_tick_to_the_first_new_one() -> None:
     g = tracker()
     g.resume(T + 2 * M)
