@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from collector import timeframes as tfs
 from collector.aggregator import Aggregator, CandleClosed, CandleCorrected, RepairNeeded
 from collector.models import Candle, RecentTicks, Tick
 from collector.validation import Reject
@@ -474,7 +475,7 @@ def test_restart_from_stored_state_equals_the_reference(arrivals, cut, seed) -> 
         grace, late = RULES["close_grace_ms"], RULES["lateness_ms"]
 
         def close_of(c: Candle) -> int:
-            return c.bucket_ms + Aggregator(PAIRS, (c.timeframe,))._lens[0] + grace
+            return c.bucket_ms + tfs.length_ms(c.timeframe) + grace
 
         newest = {p: max((t.time_ms for t in ticks if t.pair == p), default=None) for p in PAIRS}
         second.resume(
