@@ -245,6 +245,10 @@ class Buckets:
     def open_count(self) -> int:
         return sum(len(bars) for bars in self._open)
 
+    def closed_count(self) -> int:
+        """Closed buckets still held for correction: bounded by the lateness window."""
+        return len(self._closed)
+
     @property
     def has_events(self) -> bool:
         return bool(self._closes or self._corrected or self._repairs)
