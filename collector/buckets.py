@@ -43,6 +43,8 @@ class Buckets:
         self.close_grace_ms, self.lateness_ms = close_grace_ms, lateness_ms
         self._lengths = tuple(tfs.length_ms(tf) for tf in self.timeframes)
         self._ntf = len(self._lengths)
+        # (index, length, close offset) per timeframe: the per-tick loop's constants, computed once.
+        self._tf_rules = tuple((i, n, n + close_grace_ms) for i, n in enumerate(self._lengths))
         self._open: list[dict[int, Bar]] = [{} for _ in range(len(self.pairs) * self._ntf)]  # by slot, start
         self._closed: dict[Key, Bar] = {}  # closed, still correctable
         self._dirty: set[Key] = set()  # open buckets changed since `take_dirty`
@@ -61,14 +63,15 @@ class Buckets:
         """One accepted tick into each timeframe's bucket, the clock at `now` with everything due
         closed. False when every timeframe found it too late."""
         kept = False
-        grace, late = self.close_grace_ms, self.lateness_ms
+        late = self.lateness_ms
         first_slot = code * self._ntf
-        for tfi, length in enumerate(self._lengths):
+        open_bars, dirty = self._open, self._dirty
+        for tfi, length, close_offset in self._tf_rules:
             bucket = time_ms - time_ms % length
-            close_at = bucket + length + grace
+            close_at = bucket + close_offset
             slot = first_slot + tfi
             if now < close_at:
-                bars = self._open[slot]
+                bars = open_bars[slot]
                 bar = bars.get(bucket)
                 if bar is None:
                     bars[bucket] = Bar.of_tick(bucket, time_ms, bid, ask)
@@ -76,7 +79,7 @@ class Buckets:
                         self.next_close = close_at
                 else:
                     bar.add(time_ms, bid, ask)
-                self._dirty.add((slot, bucket))
+                dirty.add((slot, bucket))
                 kept = True
             elif now <= close_at + late:
                 self.late_corrected[tfi] += 1
