@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collector.dedupe import DuplicateFilter
 
@@ -130,3 +132,49 @@ def test_seeding_nothing_changes_nothing() -> None:
     f = dedupe()
     f.seed(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), np.empty(0))
     assert (len(f), f.admit(0, T, 1.1, 1.2)) == (0, True)
+
+
+# ---------------------------------------------------------------------------------- property
+Quote = tuple[int, int, float, float]  # (pair code, time, bid, ask)
+
+
+def reference(quotes: list[Quote]) -> list[bool]:
+    """The definition: a repeat of any earlier key, while within the window of the pair's newest
+    time before it."""
+    out = []
+    for i, (c, t, b, a) in enumerate(quotes):
+        earlier = quotes[:i]
+        newest = max((q[1] for q in earlier if q[0] == c), default=None)
+        out.append((c, t, b, a) in earlier and newest is not None and t >= newest - WINDOW)
+    return out
+
+
+quotes = st.lists(
+    st.tuples(
+        st.integers(0, 1),
+        st.integers(0, 30).map(lambda k: T + k * 1000),
+        st.sampled_from((1.1, 1.2)),
+        st.sampled_from((1.3, 1.4)),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(quotes, st.lists(st.tuples(st.integers(1, 20), st.booleans()), min_size=1, max_size=10))
+def test_any_mix_of_per_tick_and_batch_calls_equals_the_definition(qs: list[Quote], plan) -> None:
+    f = dedupe()
+    verdicts: list[bool] = []
+    i = 0
+    for size, as_batch in [*plan, (len(qs), True)]:
+        chunk = qs[i : i + size]
+        i += size
+        if not chunk:
+            break
+        if as_batch:
+            dup, _ = batch(f, *(list(col) for col in zip(*chunk, strict=True)))
+            verdicts += dup
+        else:
+            verdicts += [not f.admit(*q) for q in chunk]
+    assert verdicts == reference(qs)
