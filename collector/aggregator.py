@@ -148,15 +148,18 @@ class Aggregator:
             now = time_ms if reject is None and time_ms > self._now else self._now
         else:
             now = now_ms if now_ms > self._now else self._now
-        if now > self._now or now >= self._buckets.next_close:
-            self.advance(now)
+        if now > self._now:
+            self._now = now
+        buckets = self._buckets
+        if now >= buckets.next_close or now > buckets.next_evict:
+            buckets.advance(now)
         if reject is None:
             assert code is not None
             if time_ms > now + self.future_tolerance_ms:
                 reject = Reject.FUTURE
             elif not self._dedupe.admit(code, time_ms, bid, ask):
                 reject = Reject.DUPLICATE
-            elif not self._buckets.add_tick(code, time_ms, bid, ask, now):
+            elif not buckets.add_tick(code, time_ms, bid, ask, now):
                 reject = Reject.TOO_LATE
             else:
                 self.accepted += 1

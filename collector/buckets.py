@@ -51,9 +51,10 @@ class Buckets:
         self._corrected: dict[Key, Bar] = {}
         self._repairs: dict[Key, None] = {}  # an ordered set
         self._closes: list[Event] = []
-        # The earliest close and eviction due, so the clock can move per tick without a scan.
+        # The earliest close and eviction due, so the clock can move per tick without a scan
+        # (the aggregator's per-tick path reads them before it calls `advance`).
         self.next_close = NEVER
-        self._next_evict = NEVER
+        self.next_evict = NEVER
         # Per timeframe index; plain lists so the metrics layer can read them without a lock.
         self.late_corrected = [0] * self._ntf
         self.late_dropped = [0] * self._ntf
@@ -87,7 +88,7 @@ class Buckets:
                 bar = self._closed.get(key)
                 if bar is None:  # the bucket had closed empty
                     bar = self._closed[key] = Bar.of_tick(bucket, time_ms, bid, ask)
-                    self._next_evict = min(self._next_evict, close_at + late)
+                    self.next_evict = min(self.next_evict, close_at + late)
                 else:
                     bar.add(time_ms, bid, ask)
                 self._corrected[key] = bar
@@ -160,7 +161,7 @@ class Buckets:
             close_at = bucket + close_offset
             if run_is_late:  # the bucket had closed empty before its first tick came
                 closed[key] = self._corrected[key] = run
-                self._next_evict = min(self._next_evict, close_at + self.lateness_ms)
+                self.next_evict = min(self.next_evict, close_at + self.lateness_ms)
             else:
                 open_bars[bucket] = run
                 self._dirty.add(key)
@@ -176,13 +177,13 @@ class Buckets:
             self.next_close = min(self.next_close, close_at)
         else:
             self._closed[(slot, bucket)] = bar
-            self._next_evict = min(self._next_evict, close_at + self.lateness_ms)
+            self.next_evict = min(self.next_evict, close_at + self.lateness_ms)
 
     # ------------------------------------------------------------------ the clock
     def advance(self, now: int) -> list[Candle]:
         """Close what is due at `now` and forget what can no longer be corrected."""
         closed = self._close_due(now) if now >= self.next_close else []
-        if now > self._next_evict:
+        if now > self.next_evict:
             self._evict(now)
         return closed
 
@@ -204,7 +205,7 @@ class Buckets:
                     key = (slot, bucket)
                     self._dirty.discard(key)
                     self._closed[key] = bar
-                    self._next_evict = min(self._next_evict, close_at + self.lateness_ms)
+                    self.next_evict = min(self.next_evict, close_at + self.lateness_ms)
                     candle = self._candle(slot, bar, bar.complete)
                     out.append(candle)
                     self._closes.append(CandleClosed(candle))
@@ -224,7 +225,7 @@ class Buckets:
                 del self._closed[key]
             elif limit < next_evict:
                 next_evict = limit
-        self._next_evict = next_evict
+        self.next_evict = next_evict
 
     # ------------------------------------------------------------------ candles out
     def _candle(self, slot: int, bar: Bar, complete: bool) -> Candle:
