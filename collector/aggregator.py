@@ -159,7 +159,7 @@ class Aggregator:
                 reject = Reject.FUTURE
             elif not self._dedupe.admit(code, time_ms, bid, ask):
                 reject = Reject.DUPLICATE
-            elif not buckets.add_tick(code, time_ms, bid, ask, now):
+            elif not buckets.fold_tick(code, time_ms, bid, ask, now):
                 reject = Reject.TOO_LATE
             else:
                 self.accepted += 1
@@ -215,7 +215,7 @@ class Aggregator:
             reason[idx[duplicate]] = Reject.DUPLICATE
             sel = order[~duplicate[order]]  # the new ticks, sorted by (pair, time, arrival)
             if len(sel):
-                kept = self._buckets.add_sorted(c[sel], t[sel], b[sel], a[sel], now[idx[sel]])
+                kept = self._buckets.fold_sorted(c[sel], t[sel], b[sel], a[sel], now[idx[sel]])
                 reason[idx[sel[~kept]]] = Reject.TOO_LATE
         self.advance(int(now[-1]))
         counts = np.bincount(reason, minlength=N_CODES)

@@ -11,7 +11,7 @@ A bucket's life, per (pair, timeframe, bucket start):
   `late_dropped`, and one `RepairNeeded` per bucket so REST can replace it).
 
 Timeframes decide separately: a tick can be too late for 5m yet still inside an open 15m
-bucket. The per-tick path (`add_tick`) and the batch path (`add_sorted`) are twins, side by
+bucket. The per-tick path (`fold_tick`) and the batch path (`fold_sorted`) are twins, side by
 side so that a change to one is seen beside the other; tests/test_aggregator.py proves them
 equal to a plain sort-and-group of the same ticks.
 
@@ -60,7 +60,7 @@ class Buckets:
         self.late_dropped = [0] * self._ntf
 
     # ------------------------------------------------------------------ ticks in
-    def add_tick(self, code: int, time_ms: int, bid: float, ask: float, now: int) -> bool:
+    def fold_tick(self, code: int, time_ms: int, bid: float, ask: float, now: int) -> bool:
         """One accepted tick into each timeframe's bucket, the clock at `now` with everything due
         closed. False when every timeframe found it too late."""
         kept = False
@@ -98,10 +98,10 @@ class Buckets:
                 self._repairs[(slot, bucket)] = None
         return kept
 
-    def add_sorted(
+    def fold_sorted(
         self, codes: np.ndarray, times: np.ndarray, bids: np.ndarray, asks: np.ndarray, now: np.ndarray
     ) -> np.ndarray:
-        """The batch twin of `add_tick`: accepted ticks sorted by (pair, time, arrival), `now` the
+        """The batch twin of `fold_tick`: accepted ticks sorted by (pair, time, arrival), `now` the
         clock at each one's arrival. Returns, per tick, whether any timeframe kept it.
 
         Nothing closes inside a batch (the caller advances the clock after it), so a late tick
