@@ -17,10 +17,11 @@ from collections.abc import Iterable
 
 from . import timeframes as tfs
 from .models import Candle
+from .vocabulary import CandleSource
 
 # When inputs disagree, the composed row is only as authoritative as its weakest input: an
 # imported row is replaced by REST or the stream, a REST row by nothing but a newer REST row.
-_WEAKEST_FIRST = ("import", "rest", "stream")
+_WEAKEST_FIRST = (CandleSource.IMPORT, CandleSource.REST, CandleSource.STREAM)
 
 
 def _source(parts: list[Candle]) -> str:

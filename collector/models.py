@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .vocabulary import CandleSource
+
 
 @dataclass(frozen=True, slots=True)
 class Tick:
@@ -36,7 +38,7 @@ class Candle:
     ask_close: float
     ticks: int
     complete: bool = False
-    source: str = "stream"  # "stream" or "rest"
+    source: str = CandleSource.STREAM  # a CandleSource
     open_ms: int | None = None  # IG time of the tick that set the open (exact open under reordering)
     close_ms: int | None = None  # IG time of the tick that set the close
 
@@ -48,7 +50,7 @@ class Flag:
     pair: str
     timeframe: str
     bucket_ms: int
-    reason: str
+    reason: str  # a FlagReason (read back from the spool or the database as its plain value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,17 +62,16 @@ class CoverageMark:
 
     up: bool
     at_ms: int
-    reason: str | None = None  # when down: 'outage', 'stopped' or 'crashed'
+    reason: str | None = None  # when down, a CoverageEnd
 
 
 @dataclass(frozen=True, eq=False)
 class RecentTicks:
     """Stored ticks as numpy columns: what a restart seeds the duplicate filter with.
 
-    Columns because of the numbers: the dedupe window (60 s) at 2,000 ticks/s is 120,000
-    ticks, which as rows of Python objects cost ~55 MB of heap at start, ~20 MB of which glibc
-    never gave back (measured; the soak's restarted collector sat ~30 MB above a fresh one).
-    As columns they cost 3 MB."""
+    Columns, not `Tick` rows, because a full dedupe window of ticks as Python objects is a heap
+    the allocator never fully gives back, and the restarted collector would carry it for the
+    rest of its life (figures in docs/measurements/agg.md)."""
 
     pairs: tuple[str, ...]  # pair_index -> pair
     pair_index: np.ndarray  # int

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # The largest IG time we accept (2248-09-26). Anything later is "far in the future" whatever the
-# clock says, and the bound keeps `pair_code << 43 | time` inside an int64 key in the aggregator.
+# clock says, and the bound keeps `pair_code << 43 | time` inside an int64 key in collector.dedupe.
 TIME_BITS = 43
 MAX_TIME_MS = (1 << TIME_BITS) - 1
 

@@ -1,4 +1,4 @@
-"""The aggregator's candle rules (DESIGN section 4), one behaviour per test, and the property
+"""The aggregator's candle rules (docs/design.md §4), one behaviour per test, and the property
 that any batching and advance schedule equals the reference aggregation (tests/reference.py)."""
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from collector import timeframes as tfs
 from collector.aggregator import Aggregator, CandleClosed, CandleCorrected, RepairNeeded
 from collector.models import Candle, RecentTicks, Tick
 from collector.validation import Reject
+from collector.vocabulary import CandleSource
 from tests.reference import Arrival, Rules, aggregate
 
 UTC = dt.UTC
@@ -261,7 +263,7 @@ def test_close_all_closes_unfinished_buckets() -> None:
 def _stored(tf: str, bucket: int, *, complete: bool = False) -> Candle:
     return Candle(
         "EURUSD", tf, bucket, 1.10, 1.30, 1.05, 1.20, 1.11, 1.31, 1.06, 1.21, 7,
-        complete, "stream", bucket + 10 * S, bucket + 40 * S,
+        complete, CandleSource.STREAM, bucket + 10 * S, bucket + 40 * S,
     )  # fmt: skip
 
 
@@ -474,7 +476,7 @@ def test_restart_from_stored_state_equals_the_reference(arrivals, cut, seed) -> 
         grace, late = RULES["close_grace_ms"], RULES["lateness_ms"]
 
         def close_of(c: Candle) -> int:
-            return c.bucket_ms + Aggregator(PAIRS, (c.timeframe,))._lens[0] + grace
+            return c.bucket_ms + tfs.length_ms(c.timeframe) + grace
 
         newest = {p: max((t.time_ms for t in ticks if t.pair == p), default=None) for p in PAIRS}
         second.resume(

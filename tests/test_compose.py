@@ -14,6 +14,7 @@ from collector.config import load_settings
 from collector.ig_rest import RestClient
 from collector.models import Candle
 from collector.simulator.server import Simulator
+from collector.vocabulary import CandleSource
 
 FIVE_MIN = 300_000
 QUARTER = 900_000
@@ -31,7 +32,7 @@ def test_a_15m_candle_takes_open_of_the_first_close_of_the_last_the_extremes_and
         c5(T0 + 2 * FIVE_MIN, 1.14, 1.145, 1.08, 1.13, 6),
     ]
     (c,) = compose(reversed(parts), "15m")
-    assert (c.pair, c.timeframe, c.bucket_ms, c.complete, c.source) == ("EURUSD", "15m", T0, True, "stream")
+    assert (c.pair, c.timeframe, c.bucket_ms, c.complete, c.source) == ("EURUSD", "15m", T0, True, CandleSource.STREAM)
     assert (c.bid_open, c.bid_high, c.bid_low, c.bid_close) == (1.10, 1.15, 1.08, 1.13)
     assert (c.ask_open, c.ask_high, c.ask_low, c.ask_close) == (1.10 + 1e-4, 1.15 + 1e-4, 1.08 + 1e-4, 1.13 + 1e-4)
     assert c.ticks == 15
@@ -48,10 +49,14 @@ def test_an_incomplete_5m_candle_keeps_its_bucket_from_being_composed() -> None:
 
 
 def test_the_composed_source_is_the_weakest_of_its_inputs() -> None:
-    parts = [c5(T0, 1, 1, 1, 1), c5(T0 + FIVE_MIN, 1, 1, 1, 1, source="rest"), c5(T0 + 2 * FIVE_MIN, 1, 1, 1, 1)]
-    assert compose(parts, "15m")[0].source == "rest"
-    parts[0] = c5(T0, 1, 1, 1, 1, source="import")
-    assert compose(parts, "15m")[0].source == "import"
+    parts = [
+        c5(T0, 1, 1, 1, 1),
+        c5(T0 + FIVE_MIN, 1, 1, 1, 1, source=CandleSource.REST),
+        c5(T0 + 2 * FIVE_MIN, 1, 1, 1, 1),
+    ]
+    assert compose(parts, "15m")[0].source == CandleSource.REST
+    parts[0] = c5(T0, 1, 1, 1, 1, source=CandleSource.IMPORT)
+    assert compose(parts, "15m")[0].source == CandleSource.IMPORT
 
 
 @pytest.mark.parametrize(
