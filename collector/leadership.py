@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import psycopg
 
 FENCED_SQLSTATE = "IGL01"  # raised by leader_fence: "not the leader" (class IG = this project)
-FENCE_SQL = "SELECT leader_fence(%s)"  # first statement of every collector write transaction
-FLUSH_SQL = "SELECT leader_flush(%s, %s, %s, %s)"  # fence + flush_log row: epoch, pairs, from, to
+FENCE_SQL = "SELECT leader_fence(%s, %s)"  # epoch, holder: first statement of every write transaction
+FLUSH_SQL = "SELECT leader_flush(%s, %s, %s, %s, %s)"  # fence + flush_log row: epoch, pairs, from, to, holder
 
 
 class NotLeader(RuntimeError):
@@ -41,9 +41,11 @@ def is_fenced(e: BaseException) -> bool:
     return False
 
 
-def fence(conn: psycopg.Connection, epoch: int) -> None:
-    """Fence the transaction open on `conn`: raises (is_fenced) unless `epoch` leads."""
-    conn.execute(FENCE_SQL, (epoch,))
+def fence(conn: psycopg.Connection, epoch: int, holder: str | None = None) -> None:
+    """Fence the transaction open on `conn`: raises (is_fenced) unless `epoch` of `holder` leads.
+    Pass the holder: after a database failover that lost an acquire, an epoch NUMBER can be
+    handed out twice (sql/012_leadership.sql)."""
+    conn.execute(FENCE_SQL, (epoch, holder))
 
 
 def default_node_name() -> str:
@@ -199,6 +201,13 @@ class Lease:
             raise NotLeader(f"{self.holder} does not hold the collector lease")
         return epoch
 
+    def fence(self, conn: psycopg.Connection) -> int:
+        """Fence the write transaction open on `conn` (another connection) with this lease;
+        returns the epoch. Raises NotLeader without asking when the local clock already says no."""
+        epoch = self.require()
+        fence(conn, epoch, self.holder)
+        return epoch
+
     def try_acquire(self) -> int | None:
         """The new epoch if the lease was free or expired; None while another holds it (or the
         database did not answer)."""
@@ -224,7 +233,9 @@ class Lease:
                 return False
             sent = self._clock()
             try:
-                ok = bool(self._call("SELECT leader_renew(%s, %s)", (self.state.epoch, self.timing.lease_s)))
+                ok = bool(
+                    self._call("SELECT leader_renew(%s, %s, %s)", (self.state.epoch, self.timing.lease_s, self.holder))
+                )
             except psycopg.OperationalError:
                 self.state.unanswered(sent)
                 return False
@@ -239,7 +250,7 @@ class Lease:
             if epoch is None:
                 return False
             try:
-                return bool(self._call("SELECT leader_release(%s)", (epoch,)))
+                return bool(self._call("SELECT leader_release(%s, %s)", (epoch, self.holder)))
             except psycopg.OperationalError:
                 return False  # it lapses by itself within the lease
 

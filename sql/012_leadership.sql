@@ -5,6 +5,11 @@
 -- connection stays open, so a standby would never take over. A lease expires on the DATABASE's
 -- clock (clock_timestamp(), never the hosts'), so a frozen, cut off or dead leader loses it alike.
 --
+-- The holder is checked with the epoch (p_holder; NULL skips it, for tools and tests only): with
+-- asynchronous replication a primary can die after confirming an acquire that never reached the
+-- replica, and the promoted replica then hands the SAME epoch number to another holder. Node
+-- names must therefore be unique per collector (the host name by default).
+--
 -- Fencing: every write transaction of the collector calls leader_fence(epoch) (or leader_flush)
 -- first. It locks the lease row FOR KEY SHARE and raises SQLSTATE 'IGL01' unless the epoch is
 -- current and the lease live. A takeover takes the row FOR UPDATE, which conflicts with FOR KEY
@@ -78,7 +83,8 @@ END $$;
 -- Extends the lease by p_lease_s from now, only if p_epoch is current and not yet expired: a
 -- lapsed lease is never revived, even when nobody took it (the holder must acquire again, and
 -- so gets a new epoch that fences whatever its old self still had in flight).
-CREATE OR REPLACE FUNCTION leader_renew(p_epoch bigint, p_lease_s double precision) RETURNS boolean
+CREATE OR REPLACE FUNCTION leader_renew(p_epoch bigint, p_lease_s double precision, p_holder text DEFAULT NULL)
+RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
     IF p_lease_s IS NULL OR p_lease_s <= 0 THEN
@@ -87,19 +93,19 @@ BEGIN
     END IF;
     UPDATE collector_leader
        SET expires_at = clock_timestamp() + make_interval(secs => p_lease_s), renewed_at = clock_timestamp()
-     WHERE id AND epoch = p_epoch AND expires_at > clock_timestamp();
+     WHERE id AND epoch = p_epoch AND expires_at > clock_timestamp() AND (p_holder IS NULL OR holder = p_holder);
     RETURN FOUND;
 END $$;
 
 -- Step-down: the lease ends now, so a standby's next acquire succeeds at once (it still waits
 -- for this epoch's open fenced transactions). Returns false when p_epoch was no longer live.
-CREATE OR REPLACE FUNCTION leader_release(p_epoch bigint) RETURNS boolean
+CREATE OR REPLACE FUNCTION leader_release(p_epoch bigint, p_holder text DEFAULT NULL) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
 BEGIN
     UPDATE collector_leader SET expires_at = v_now
-     WHERE id AND epoch = p_epoch AND expires_at > v_now;
+     WHERE id AND epoch = p_epoch AND expires_at > v_now AND (p_holder IS NULL OR holder = p_holder);
     IF NOT FOUND THEN
         RETURN false;
     END IF;
@@ -111,16 +117,17 @@ END $$;
 -- First statement of every collector write transaction. Raises SQLSTATE 'IGL01' ("not the
 -- leader", class IG = this project) unless p_epoch is current and its lease live; otherwise holds
 -- the row FOR KEY SHARE until commit, which makes any takeover wait for this transaction.
-CREATE OR REPLACE FUNCTION leader_fence(p_epoch bigint) RETURNS void
+CREATE OR REPLACE FUNCTION leader_fence(p_epoch bigint, p_holder text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     cur collector_leader;
 BEGIN
     SELECT * INTO cur FROM collector_leader WHERE id FOR KEY SHARE;
     IF p_epoch IS NULL OR p_epoch < 1 OR cur.epoch IS DISTINCT FROM p_epoch
+       OR (p_holder IS NOT NULL AND cur.holder IS DISTINCT FROM p_holder)
        OR cur.expires_at IS NULL OR clock_timestamp() >= cur.expires_at THEN
-        RAISE EXCEPTION 'not the leader: epoch % is fenced (current epoch %, holder %, expires %)',
-            p_epoch, cur.epoch, cur.holder, cur.expires_at
+        RAISE EXCEPTION 'not the leader: epoch % of % is fenced (current epoch %, holder %, expires %)',
+            p_epoch, COALESCE(p_holder, '?'), cur.epoch, cur.holder, cur.expires_at
             USING ERRCODE = 'IGL01',
                   HINT = 'stop writing and streaming; acquire the lease again before the next write';
     END IF;
@@ -146,11 +153,11 @@ CREATE INDEX IF NOT EXISTS flush_log_epoch_idx ON flush_log (epoch, logged_at);
 -- logged pairs and span. The writer calls it first (it fences) or last (then logged_at is closer
 -- to the commit); either way the fence holds the row until commit.
 CREATE OR REPLACE FUNCTION leader_flush(
-    p_epoch bigint, p_pairs text[], p_from timestamptz, p_to timestamptz
+    p_epoch bigint, p_pairs text[], p_from timestamptz, p_to timestamptz, p_holder text DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM leader_fence(p_epoch);
+    PERFORM leader_fence(p_epoch, p_holder);
     INSERT INTO flush_log (epoch, pairs, from_time, to_time)
     VALUES (p_epoch, COALESCE(p_pairs, '{}'), p_from, p_to)
     ON CONFLICT (xid) DO UPDATE

@@ -227,6 +227,44 @@ def test_renew_does_not_wait_for_an_open_fenced_write(lease_db: psycopg.Connecti
         writer.rollback()
 
 
+def _forget_the_last_acquire(conn: psycopg.Connection) -> None:
+    """What a promoted asynchronous replica may show: the lease as it was before the last acquire."""
+    conn.execute("TRUNCATE leader_history")
+    conn.execute("UPDATE collector_leader SET epoch = 0, holder = NULL, since = NULL, expires_at = NULL")
+
+
+def test_fence_refuses_the_same_epoch_number_held_by_another_holder(lease_db: psycopg.Connection) -> None:
+    _acquire(lease_db, "host-a")
+    _forget_the_last_acquire(lease_db)
+    assert _acquire(lease_db, "host-b") == 1
+    with pytest.raises(psycopg.Error) as err:
+        fence(lease_db, 1, "host-a")
+    assert err.value.sqlstate == "IGL01"
+    fence(lease_db, 1, "host-b")
+
+
+def test_lease_whose_epoch_number_was_reissued_after_failover_is_lost(
+    lease_db: psycopg.Connection, db_url: str
+) -> None:
+    with Lease(db_url, node_name="host-a", lease_s=5.0) as a, psycopg.connect(db_url) as w:
+        assert a.try_acquire() == 1
+        _forget_the_last_acquire(lease_db)
+        assert _acquire(lease_db, "host-b") == 1
+        assert a.renew() is False
+        assert a.role is Role.LOST
+        with pytest.raises(NotLeader):
+            a.fence(w)
+
+
+def test_lease_fences_another_connections_write(lease_db: psycopg.Connection, db_url: str) -> None:
+    with Lease(db_url, node_name="host-a", lease_s=5.0) as a, psycopg.connect(db_url) as w:
+        a.try_acquire()
+        with w.transaction():
+            assert a.fence(w) == 1
+            w.execute("INSERT INTO flush_log (epoch) VALUES (1)")
+    assert lease_db.execute("SELECT epoch FROM flush_log").fetchall() == [(1,)]
+
+
 # --- which epoch wrote each row --------------------------------------------------------------
 
 
