@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, LiteralString
 
 import psycopg
 
@@ -159,7 +160,9 @@ class LeaderState:
 class Lease:
     """The lease on its own autocommit connection, so a busy or broken writer connection never
     delays a renewal. Reconnects on the next call after a connection error (libpq's multi-host
-    URL then finds the promoted primary). Methods are safe to call from several threads."""
+    URL then finds the promoted primary). Safe across threads: database calls are serialized on
+    one lock, while `leads`, `epoch` and `role` read the state under another and so never wait
+    for a renewal stuck on the network."""
 
     def __init__(
         self,
@@ -176,23 +179,29 @@ class Lease:
         self.state = LeaderState(self.timing)
         self._clock = clock
         self._conn: psycopg.Connection | None = None
-        self._lock = threading.RLock()
+        self._io = threading.Lock()  # one request at a time on the lease connection
+        self._mu = threading.Lock()  # the state; never held across a request
 
     @property
     def epoch(self) -> int | None:
         """The epoch this process leads under, or None."""
-        with self._lock:
+        with self._mu:
             return self.state.epoch if self.state.leads(self._clock()) else None
 
     @property
     def leads(self) -> bool:
-        with self._lock:
+        with self._mu:
             return self.state.leads(self._clock())
 
     @property
     def role(self) -> Role:
-        with self._lock:
+        with self._mu:
             return self.state.tick(self._clock())
+
+    def due(self) -> bool:
+        """Whether the caller's loop should renew (leading) or try to acquire (standing by) now."""
+        with self._mu:
+            return self.state.due(self._clock())
 
     def require(self) -> int:
         """The epoch to fence a write with; raises NotLeader when this process does not lead."""
@@ -209,44 +218,50 @@ class Lease:
         return epoch
 
     def try_acquire(self) -> int | None:
-        """The new epoch if the lease was free or expired; None while another holds it (or the
-        database did not answer)."""
-        with self._lock:
-            if self.state.leads(self._clock()):
-                return self.state.epoch
-            if self.state.role is Role.LOST:
-                self.state.stood_down()
-            sent = self._clock()
+        """The new epoch if the lease was free or expired (the current one if this process
+        already leads); None while another holds it, or when the database did not answer."""
+        with self._io:
+            with self._mu:
+                if self.state.leads(self._clock()):
+                    return self.state.epoch
+                if self.state.role is Role.LOST:
+                    self.state.stood_down()
+                sent = self._clock()
             try:
                 epoch = self._call("SELECT leader_acquire(%s, %s)", (self.holder, self.timing.lease_s))
             except psycopg.OperationalError:
-                self.state.unanswered(sent)
+                with self._mu:
+                    self.state.unanswered(sent)
                 return None
-            self.state.acquired(epoch, sent)
-            return epoch
+            with self._mu:
+                self.state.acquired(None if epoch is None else int(epoch), sent)
+                return self.state.epoch
 
     def renew(self) -> bool:
         """True when the database extended the lease. False when it refused (another took over,
         or it lapsed) or did not answer; `leads` then says whether the lease can still be trusted."""
-        with self._lock:
-            if self.state.role is not Role.LEAD or self.state.epoch is None:
+        with self._io:
+            with self._mu:
+                epoch = self.state.epoch if self.state.tick(self._clock()) is Role.LEAD else None
+                sent = self._clock()
+            if epoch is None:
                 return False
-            sent = self._clock()
             try:
-                ok = bool(
-                    self._call("SELECT leader_renew(%s, %s, %s)", (self.state.epoch, self.timing.lease_s, self.holder))
-                )
+                ok = bool(self._call("SELECT leader_renew(%s, %s, %s)", (epoch, self.timing.lease_s, self.holder)))
             except psycopg.OperationalError:
-                self.state.unanswered(sent)
+                with self._mu:
+                    self.state.unanswered(sent)
                 return False
-            return self.state.renewed(ok, sent) is Role.LEAD and ok
+            with self._mu:
+                return self.state.renewed(ok, sent) is Role.LEAD and ok
 
     def release(self) -> bool:
         """Step down: the lease ends now so a standby takes over at once. The caller stops
         streaming and writing first. True when the database still had this epoch live."""
-        with self._lock:
-            epoch = self.state.epoch
-            self.state.stood_down()
+        with self._io:
+            with self._mu:
+                epoch = self.state.epoch
+                self.state.stood_down()
             if epoch is None:
                 return False
             try:
@@ -255,12 +270,15 @@ class Lease:
                 return False  # it lapses by itself within the lease
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        with self._io:
+            self._close()
 
-    def _call(self, query: str, params: tuple[object, ...]) -> object:
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _call(self, query: LiteralString, params: tuple[object, ...]) -> Any:
         if self._conn is None or self._conn.closed:
             # Timeouts well inside the lease: a hung request must not outlive the trust in it.
             budget_ms = max(1000, int(self.timing.renew_every_s * 1000))
@@ -279,7 +297,7 @@ class Lease:
         try:
             row = self._conn.execute(query, params).fetchone()
         except psycopg.OperationalError:
-            self.close()
+            self._close()
             raise
         return None if row is None else row[0]
 

@@ -134,20 +134,27 @@ BEGIN
 END $$;
 
 -- Which epoch wrote each row, provably and at one row per write transaction (not a column on
--- every candle): the transaction's id is logged with its epoch. A candle's xmin is the id of the
--- transaction that last wrote it, so joining xmin to flush_log.xid names its writer (a row with
--- no match was written without the fence). `logged_at` is the transaction's clock just before
--- commit; fencing guarantees it is earlier than the next epoch's `since`.
+-- every candle): the transaction is logged with its epoch, under two keys a candle carries.
+-- xmin, the id of the transaction that last wrote the row, matches `xid` for a row written at
+-- the top level; a row written inside a savepoint (the writer's quarantine path) carries the
+-- subtransaction's id, which SQL cannot map to its parent, so it matches on `xact_start`: the
+-- writers set updated_at = now(), and now() is the top-level transaction's start. `logged_at` is
+-- the transaction's clock at logging; fencing guarantees it is earlier than the next epoch's
+-- `since`.
 CREATE TABLE IF NOT EXISTS flush_log (
-    xid        xid8 PRIMARY KEY DEFAULT pg_current_xact_id(),
-    epoch      bigint NOT NULL,
-    logged_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-    pairs      text[] NOT NULL DEFAULT '{}',
-    from_time  timestamptz,                  -- IG time span of the rows written (NULL: none)
-    to_time    timestamptz,
+    xid         xid8 PRIMARY KEY DEFAULT pg_current_xact_id(),
+    epoch       bigint NOT NULL,
+    holder      text,
+    xact_start  timestamptz NOT NULL DEFAULT now(),
+    logged_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    pairs       text[] NOT NULL DEFAULT '{}',
+    from_time   timestamptz,                 -- IG time span of the rows written (NULL: none)
+    to_time     timestamptz,
     CHECK (from_time IS NULL OR to_time >= from_time)
 );
 CREATE INDEX IF NOT EXISTS flush_log_epoch_idx ON flush_log (epoch, logged_at);
+CREATE INDEX IF NOT EXISTS flush_log_xid32_idx ON flush_log USING hash ((xid::xid));
+CREATE INDEX IF NOT EXISTS flush_log_xact_start_idx ON flush_log (xact_start);
 
 -- Fence, then log this transaction's writer; called again in the same transaction it widens the
 -- logged pairs and span. The writer calls it first (it fences) or last (then logged_at is closer
@@ -158,8 +165,8 @@ CREATE OR REPLACE FUNCTION leader_flush(
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM leader_fence(p_epoch, p_holder);
-    INSERT INTO flush_log (epoch, pairs, from_time, to_time)
-    VALUES (p_epoch, COALESCE(p_pairs, '{}'), p_from, p_to)
+    INSERT INTO flush_log (epoch, holder, pairs, from_time, to_time)
+    VALUES (p_epoch, p_holder, COALESCE(p_pairs, '{}'), p_from, p_to)
     ON CONFLICT (xid) DO UPDATE
        SET pairs = ARRAY(SELECT DISTINCT unnest(flush_log.pairs || EXCLUDED.pairs) ORDER BY 1),
            from_time = LEAST(flush_log.from_time, EXCLUDED.from_time),
@@ -169,9 +176,13 @@ END $$;
 
 -- Each candle's writer: the epoch of the transaction that last wrote it (NULL: not fenced).
 CREATE OR REPLACE VIEW candle_writers AS
-SELECT c.pair, c.timeframe, c.bucket, c.source, c.complete, f.epoch, f.logged_at
+SELECT c.pair, c.timeframe, c.bucket, c.source, c.complete, c.updated_at,
+       COALESCE(bx.epoch, bt.epoch) AS epoch, COALESCE(bx.holder, bt.holder) AS holder
   FROM candles c
-  LEFT JOIN flush_log f ON f.xid::xid = c.xmin;
+  LEFT JOIN LATERAL (SELECT f.epoch, f.holder FROM flush_log f WHERE f.xid::xid = c.xmin LIMIT 1) bx ON true
+  LEFT JOIN LATERAL (
+      SELECT f.epoch, f.holder FROM flush_log f WHERE f.xact_start = c.updated_at ORDER BY f.xid LIMIT 1
+  ) bt ON bx.epoch IS NULL;
 
 -- Should always be empty: a write of epoch N logged at or after epoch N+1 began.
 CREATE OR REPLACE VIEW leader_overlaps AS
@@ -184,3 +195,11 @@ CREATE OR REPLACE VIEW collector_leadership AS
 SELECT holder, epoch, since, expires_at, renewed_at,
        COALESCE(expires_at > now(), false) AS alive
   FROM collector_leader;
+
+GRANT SELECT, UPDATE ON collector_leader TO collector;   -- UPDATE: the row locks need it
+GRANT SELECT, INSERT, UPDATE ON leader_history, flush_log TO collector;
+GRANT EXECUTE ON FUNCTION leader_acquire(text, double precision), leader_renew(bigint, double precision, text),
+    leader_release(bigint, text), leader_fence(bigint, text),
+    leader_flush(bigint, text[], timestamptz, timestamptz, text) TO collector;
+GRANT SELECT ON collector_leadership, leader_history, leader_overlaps, candle_writers TO collector, grafana_reader;
+GRANT SELECT ON collector_leadership TO trading_bot;

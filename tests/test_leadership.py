@@ -294,6 +294,42 @@ def test_flush_log_names_the_epoch_that_wrote_each_candle(lease_db: psycopg.Conn
     ]
 
 
+def test_a_candle_written_inside_a_savepoint_is_still_attributed(lease_db: psycopg.Connection, db_url: str) -> None:
+    _acquire(lease_db, "host-a")
+    with psycopg.connect(db_url) as w, w.transaction():
+        w.execute("SELECT leader_flush(1, ARRAY['EURUSD'], NULL, NULL, 'host-a')")
+        with w.transaction():  # a savepoint: the row's xmin is the subtransaction's id
+            _insert_candle(w, "EURUSD", "2026-01-05 10:00Z")
+    assert lease_db.execute("SELECT pair, epoch, holder FROM candle_writers").fetchall() == [("EURUSD", 1, "host-a")]
+
+
+def test_leader_overlaps_shows_a_write_logged_after_the_next_epoch_began(lease_db: psycopg.Connection) -> None:
+    _acquire(lease_db, "host-a", SHORT)
+    time.sleep(SHORT + 0.05)
+    _acquire(lease_db, "host-b")
+    since_2 = lease_db.execute("SELECT since FROM leader_history WHERE epoch = 2").fetchone()[0]
+    lease_db.execute("INSERT INTO flush_log (epoch, logged_at) VALUES (1, %s)", (since_2,))  # what fencing prevents
+    assert lease_db.execute("SELECT epoch, next_epoch FROM leader_overlaps").fetchall() == [(1, 2)]
+
+
+def test_the_collector_role_can_lead_fence_and_log(lease_db: psycopg.Connection, db_url: str) -> None:
+    with psycopg.connect(db_url) as w:
+        w.execute("SET ROLE collector")
+        assert w.execute("SELECT leader_acquire('host-a', 5)").fetchone() == (1,)
+        assert w.execute("SELECT leader_renew(1, 5, 'host-a')").fetchone() == (True,)
+        w.execute("SELECT leader_flush(1, ARRAY['EURUSD'], NULL, NULL, 'host-a')")
+        assert w.execute("SELECT holder, alive FROM collector_leadership").fetchone() == ("host-a", True)
+        assert w.execute("SELECT leader_release(1, 'host-a')").fetchone() == (True,)
+        w.commit()
+
+
+def test_grafana_reads_who_leads(lease_db: psycopg.Connection, db_url: str) -> None:
+    _acquire(lease_db, "host-a")
+    with psycopg.connect(db_url) as r:
+        r.execute("SET ROLE grafana_reader")
+        assert r.execute("SELECT holder, epoch, alive FROM collector_leadership").fetchone() == ("host-a", 1, True)
+
+
 def test_flush_twice_in_one_transaction_widens_one_log_row(lease_db: psycopg.Connection, db_url: str) -> None:
     _acquire(lease_db, "host-a")
     with psycopg.connect(db_url) as w, w.transaction():

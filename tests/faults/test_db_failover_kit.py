@@ -24,7 +24,16 @@ pytestmark = [
 
 @pytest.fixture
 def pair() -> Iterator[PgPair]:
+    """A pair of its own for each test that fails it over."""
     with PgPair.start() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def seeded_pair() -> Iterator[PgPair]:
+    """One pair, seeded once, for the tests that only read it (starting a pair takes ~4 s)."""
+    with PgPair.start() as p:
+        _seed(p)
         yield p
 
 
@@ -47,17 +56,15 @@ def _fail_over(pair: PgPair) -> float:
     return pair.promote()
 
 
-def test_a_write_through_the_multi_host_url_lands_on_the_primary(pair: PgPair) -> None:
-    _seed(pair)
-    assert _writer_port(pair.url()) == pair.primary.port
-    with psycopg.connect(pair.primary.url()) as c:
+def test_a_write_through_the_multi_host_url_lands_on_the_primary(seeded_pair: PgPair) -> None:
+    assert _writer_port(seeded_pair.url()) == seeded_pair.primary.port
+    with psycopg.connect(seeded_pair.primary.url()) as c:
         assert c.execute("SELECT v FROM readings ORDER BY time").fetchall() == [(1,), (2,)]
 
 
-def test_the_replica_receives_the_primarys_writes_and_refuses_its_own(pair: PgPair) -> None:
-    _seed(pair)
-    pair.wait_replayed()
-    with psycopg.connect(pair.replica.url(), autocommit=True) as r:
+def test_the_replica_receives_the_primarys_writes_and_refuses_its_own(seeded_pair: PgPair) -> None:
+    seeded_pair.wait_replayed()
+    with psycopg.connect(seeded_pair.replica.url(), autocommit=True) as r:
         assert r.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
         assert r.execute("SELECT v FROM readings ORDER BY time").fetchall() == [(1,), (2,)]
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
