@@ -3,10 +3,13 @@ NOTIFY in the final row's transaction, repairs, restart state, outages and the b
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import socket
 import threading
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import psycopg
@@ -322,3 +325,85 @@ def test_submissions_from_another_thread_during_flushes_are_all_written(writer: 
 
 def test_dt_and_ms_round_trip_exactly() -> None:
     assert dt_to_ms(ms_to_dt(T + 123)) == T + 123
+
+
+# ---------------------------------------------------------------------------------- unknown commit outcome
+class CommitCutProxy(TcpProxy):
+    """Cuts the line at the next COMMIT the client sends: the client never hears the reply.
+    With `deliver` the COMMIT reaches the server first (it commits), otherwise it never does."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.armed: bool | None = None  # None: pass everything; True/False: cut, delivering or not
+
+    def _pipe(self, src, dst, up: bool) -> None:
+        if not up:
+            return super()._pipe(src, dst, up)
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if self.armed is not None and b"COMMIT\x00" in data:
+                    deliver, self.armed = self.armed, None
+                    src.shutdown(socket.SHUT_RDWR)  # the reply cannot reach the client
+                    if deliver:
+                        dst.sendall(data)
+                        time.sleep(0.2)  # let the server read it before the line drops
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+
+@pytest.fixture
+def commit_cut(db, db_url: str):
+    parts = urlsplit(db_url)
+    proxy = CommitCutProxy(parts.hostname or "127.0.0.1", parts.port or 5432).start()
+    user = parts.netloc.rsplit("@", 1)
+    netloc = f"{user[0]}@127.0.0.1:{proxy.port}" if len(user) == 2 else f"127.0.0.1:{proxy.port}"
+    yield proxy, urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    proxy.stop()
+
+
+def _flush_cut_at_commit(w: Writer, proxy: CommitCutProxy, *, deliver: bool) -> None:
+    """10 rows stored, then 800 whose COMMIT is cut, then 800 more: 600 of the 800 are
+    dropped at the bound of 1000 while nobody knows whether they are stored."""
+    w.submit_ticks(np.zeros(10, int), T - 100 + np.arange(10), np.full(10, 1.1), np.full(10, 1.2))
+    w.flush()
+    w.submit_ticks(np.zeros(800, int), T + np.arange(800), np.full(800, 1.1), np.full(800, 1.2))
+    proxy.armed = deliver
+    with pytest.raises(WriterError):
+        w.flush()
+    w.submit_ticks(np.zeros(800, int), T + 800 + np.arange(800), np.full(800, 1.1), np.full(800, 1.2))
+
+
+def test_rows_of_a_commit_cut_after_it_reached_the_server_are_not_counted_dropped_or_sent_again(commit_cut, db) -> None:
+    proxy, url = commit_cut
+    w = Writer(url, PAIRS, buffer_max_ticks=1000, connect_timeout_s=2)
+    _flush_cut_at_commit(w, proxy, deliver=True)
+    assert (w.buffer_depth, w.ticks_dropped) == (1000, 0)
+    w.flush()
+    w.close()
+    gaps = db.execute("SELECT count(*) FROM tick_gaps").fetchone()[0]
+    assert (len(ticks_of(db)), gaps, w.ticks_dropped, w.ticks_written, w.ticks_copy_fallbacks) == (1610, 0, 0, 1610, 0)
+    assert (w.buffer_depth, w.has_pending()) == (0, False)
+
+
+def test_rows_of_a_commit_that_never_reached_the_server_are_counted_dropped_once_it_is_known(commit_cut, db) -> None:
+    proxy, url = commit_cut
+    w = Writer(url, PAIRS, buffer_max_ticks=1000, connect_timeout_s=2)
+    _flush_cut_at_commit(w, proxy, deliver=False)
+    deadline = time.monotonic() + 10
+    while w.has_pending() and time.monotonic() < deadline:  # the server may take a moment to abort it
+        w.flush()
+        time.sleep(0.05)
+    w.close()
+    gaps = db.execute("SELECT pair, from_time, to_time, rows, reason FROM tick_gaps").fetchall()
+    assert (len(ticks_of(db)), w.ticks_dropped, w.ticks_written) == (1010, 600, 1010)
+    assert gaps == [("EURUSD", ms_to_dt(T), ms_to_dt(T + 599), 600, "buffer_full")]
