@@ -322,10 +322,11 @@ class WriteBuffer:
             batch = self._pending
             if batch.empty():
                 return None
+            # Under the lock: a submission after the swap sets it again, so it is never missed.
+            self.wakeup.clear()
             self._pending = Batch()
             self._inflight = batch.rows
             self._flushing = True
-        self.wakeup.clear()
         return batch
 
     def confirm(self, rows: int) -> None:
