@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -78,6 +78,26 @@ def split_rows(chunks: Iterable[Chunk], n: int) -> tuple[list[Chunk], deque[Chun
     return head, rest
 
 
+def tag_rows(chunks: Iterable[Chunk], maybe: MaybeCommitted) -> deque[Chunk]:
+    """The chunks with their first `maybe.rows` rows marked as possibly stored by `maybe.xid`."""
+    head, rest = split_rows(chunks, maybe.rows)
+    rest.extendleft(reversed([replace(c, xids=c.xids | {maybe.xid}) for c in head]))
+    return rest
+
+
+def settle_rows(chunks: Iterable[Chunk], committed: Mapping[int, bool | None]) -> tuple[deque[Chunk], int]:
+    """Without the rows a committed transaction stored (and forgetting aborted candidates);
+    returns the chunks left and the rows taken out."""
+    keep: deque[Chunk] = deque()
+    stored = 0
+    for ch in chunks:
+        if any(committed.get(x) for x in ch.xids):
+            stored += len(ch)
+        else:
+            keep.append(replace(ch, xids=frozenset(x for x in ch.xids if committed.get(x, True) is not False)))
+    return keep, stored
+
+
 def gaps_of(pairs: Sequence[str], chunk: Chunk, reason: str) -> dict[GapKey, list[int]]:
     """Per pair, the interval [first, last] and count of the rows in `chunk`."""
     out = {}
@@ -106,6 +126,19 @@ def later(old: tuple[Candle, str] | None, new: tuple[Candle, str]) -> tuple[Cand
 def keep_flag(repairs: dict[CandleKey, str], key: CandleKey, reason: str) -> None:
     if repairs.get(key) != FlagReason.LATE_TICK:
         repairs[key] = reason
+
+
+def split_events(events: Iterable[Event]) -> tuple[list[Candle], list[Candle], list[RepairNeeded]]:
+    """The aggregator's events as (closed candles, corrected candles, repair flags)."""
+    closed, corrected, repairs = [], [], []
+    for e in events:
+        if isinstance(e, CandleClosed):
+            closed.append(e.candle)
+        elif isinstance(e, CandleCorrected):
+            corrected.append(e.candle)
+        else:
+            repairs.append(e)
+    return closed, corrected, repairs
 
 
 @dataclass
@@ -147,6 +180,57 @@ class _UndecidedDrop:
     gaps: dict[GapKey, list[int]] = field(default_factory=dict)
 
 
+class Drops:
+    """Tick rows dropped at the bound: counted at once, or, when a transaction whose COMMIT
+    outcome is unknown may have stored them, held per candidate xids until that is settled.
+    The buffer's lock guards it."""
+
+    def __init__(self, max_ticks: int) -> None:
+        self.max_ticks = max_ticks  # for the log line
+        self.counted = 0
+        self._undecided: dict[frozenset[int], _UndecidedDrop] = {}
+        self._since_log = 0
+        self._last_log = float("-inf")
+
+    def __bool__(self) -> bool:
+        return bool(self._undecided)
+
+    def xids(self) -> set[int]:
+        return {x for key in self._undecided for x in key}
+
+    def drop(self, xids: frozenset[int], rows: int, gaps: Mapping[GapKey, list[int]],
+             tick_gaps: dict[GapKey, list[int]]) -> None:  # fmt: skip
+        """Count the rows (noting their gaps in `tick_gaps`) unless a transaction may hold them."""
+        if xids:
+            held = self._undecided.setdefault(xids, _UndecidedDrop(0))
+            held.rows += rows
+            merge_gaps(held.gaps, gaps)
+        else:
+            self.counted += rows
+            self._since_log += rows
+            merge_gaps(tick_gaps, gaps)
+
+    def settle(self, committed: Mapping[int, bool | None], tick_gaps: dict[GapKey, list[int]]) -> None:
+        """Forget drops a committed transaction stored; count those no candidate stored."""
+        for key in list(self._undecided):
+            left = frozenset(x for x in key if committed.get(x, True) is not False)
+            if left == key and not any(committed.get(x) for x in key):
+                continue
+            held = self._undecided.pop(key)
+            if not any(committed.get(x) for x in key):
+                self.drop(left, held.rows, held.gaps, tick_gaps)
+
+    def log_if_due(self, now: float) -> None:
+        """At most one warning per 10 s, however hard the bound is hit."""
+        if self._since_log and now - self._last_log >= 10.0:
+            log.warning(
+                "write buffer full: dropped oldest tick rows (candles stay exact)",
+                extra={"dropped": self._since_log, "dropped_total": self.counted, "buffer_max_ticks": self.max_ticks},
+            )
+            self._last_log = now
+            self._since_log = 0
+
+
 @dataclass(frozen=True)
 class MaybeCommitted:
     """The transaction `xid` may have stored the `rows` rows that follow the known-committed ones."""
@@ -163,14 +247,8 @@ class WriteBuffer:
     should be written soon: a candle, a flag, a coverage mark, or `eager_rows` waiting ticks.
     """
 
-    def __init__(
-        self,
-        pairs: Sequence[str],
-        *,
-        max_ticks: int = 2_000_000,
-        eager_rows: int = 50_000,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, pairs: Sequence[str], *, max_ticks: int = 2_000_000, eager_rows: int = 50_000,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.pairs = tuple(pairs)
         self.max_ticks = max_ticks
         self.eager_rows = eager_rows
@@ -183,15 +261,16 @@ class WriteBuffer:
         self._depth = 0
         self._inflight = 0  # rows of `_depth` taken by the running flush
         self._flushing = False
-        self._undecided: dict[frozenset[int], _UndecidedDrop] = {}
-        self._last_drop_log = float("-inf")
-        self._dropped_since_log = 0
+        self.drops = Drops(max_ticks)
         self.ticks_submitted = 0
-        self.ticks_dropped = 0
 
     @property
     def depth(self) -> int:
         return self._depth
+
+    @property
+    def ticks_dropped(self) -> int:
+        return self.drops.counted
 
     # ------------------------------------------------------------------ submission (any thread)
     def submit_tick(self, code: int, time_ms: int, bid: float, ask: float, received_ms: int | None = None) -> None:
@@ -265,14 +344,7 @@ class WriteBuffer:
     def submit_events(self, events: Iterable[Event]) -> None:
         """The aggregator's events in order: a correction of a bucket closed in the same batch
         is the newer state."""
-        closed, corrected, repairs = [], [], []
-        for e in events:
-            if isinstance(e, CandleClosed):
-                closed.append(e.candle)
-            elif isinstance(e, CandleCorrected):
-                corrected.append(e.candle)
-            else:
-                repairs.append(e)
+        closed, corrected, repairs = split_events(events)
         if closed:
             self.submit_candles(closed, CandleKind.CLOSED)
         if corrected:
@@ -288,7 +360,7 @@ class WriteBuffer:
 
     # ------------------------------------------------------------------ waiting
     def _busy(self) -> bool:
-        return bool(self._small) or not self._pending.empty() or bool(self._undecided)
+        return bool(self._small) or not self._pending.empty() or bool(self.drops)
 
     def has_pending(self) -> bool:
         with self._lock:
@@ -344,12 +416,8 @@ class WriteBuffer:
             if committed_rows:
                 _, batch.chunks = split_rows(batch.chunks, committed_rows)
                 self._depth -= committed_rows
-            if maybe is not None and maybe.rows:
-                head, rest = split_rows(batch.chunks, maybe.rows)
-                tagged = [Chunk(c.codes, c.times, c.bids, c.asks, c.received, c.submitted, c.xids | {maybe.xid})
-                          for c in head]  # fmt: skip
-                rest.extendleft(reversed(tagged))
-                batch.chunks = rest
+            if maybe is not None:
+                batch.chunks = tag_rows(batch.chunks, maybe)
             self._inflight = 0
             self._seal_small()
             batch.absorb(self._pending)
@@ -362,8 +430,7 @@ class WriteBuffer:
     def undecided_xids(self) -> set[int]:
         """Transactions whose outcome decides whether buffered or dropped rows are stored."""
         with self._lock:
-            xids = {x for key in self._undecided for x in key}
-            return xids | {x for c in self._pending.chunks for x in c.xids}
+            return self.drops.xids() | {x for c in self._pending.chunks for x in c.xids}
 
     def resolve(self, committed: Mapping[int, bool | None]) -> int:
         """Apply what the server said of each xid (True committed, False aborted or unknown to
@@ -371,28 +438,9 @@ class WriteBuffer:
         drops are forgotten; drops no candidate transaction stored are counted now. Returns the
         buffered rows found stored."""
         with self._changed:
-            stored = 0
-            keep: deque[Chunk] = deque()
-            for ch in self._pending.chunks:
-                if any(committed.get(x) for x in ch.xids):
-                    stored += len(ch)
-                    continue
-                if ch.xids:
-                    ch.xids = frozenset(x for x in ch.xids if committed.get(x, True) is not False)
-                keep.append(ch)
-            self._pending.chunks = keep
+            self._pending.chunks, stored = settle_rows(self._pending.chunks, committed)
             self._depth -= stored
-            for key in list(self._undecided):
-                if any(committed.get(x) for x in key):
-                    del self._undecided[key]
-                    continue
-                left = frozenset(x for x in key if committed.get(x, True) is not False)
-                if left != key:
-                    drop = self._undecided.pop(key)
-                    if left:
-                        self._hold_drop(left, drop.rows, drop.gaps)
-                    else:
-                        self._count_drop(drop.rows, drop.gaps)
+            self.drops.settle(committed, self._pending.tick_gaps)
             self._changed.notify_all()
             return stored
 
@@ -407,18 +455,6 @@ class WriteBuffer:
         )  # fmt: skip
         self._small = []
 
-    def _hold_drop(self, xids: frozenset[int], rows: int, gaps: Mapping[GapKey, list[int]]) -> None:
-        held = self._undecided.setdefault(xids, _UndecidedDrop(0))
-        held.rows += rows
-        merge_gaps(held.gaps, gaps)
-
-    def _count_drop(self, rows: int, gaps: Mapping[GapKey, list[int]]) -> None:
-        """Rows the candles counted but `ticks` will not hold: counted, and noted per pair as an
-        interval so the audit does not hold those buckets against the ticks table."""
-        self.ticks_dropped += rows
-        self._dropped_since_log += rows
-        merge_gaps(self._pending.tick_gaps, gaps)
-
     def _enforce_bound(self) -> None:
         """Drop the oldest tick rows beyond the bound."""
         self._seal_small()
@@ -431,19 +467,10 @@ class WriteBuffer:
                 chunks.popleft()
             else:
                 chunks[0] = head[n:]
+            # Rows the candles counted but `ticks` will not hold: noted per pair as an interval,
+            # so the audit does not hold those buckets against the ticks table.
             gaps = gaps_of(self.pairs, head[:n], TickGapReason.BUFFER_FULL)
-            if head.xids:
-                self._hold_drop(head.xids, n, gaps)
-            else:
-                self._count_drop(n, gaps)
+            self.drops.drop(head.xids, n, gaps, self._pending.tick_gaps)
             excess -= n
             self._depth -= n
-        now = self._mono()
-        if self._dropped_since_log and now - self._last_drop_log >= 10.0:
-            log.warning(
-                "write buffer full: dropped oldest tick rows (candles stay exact)",
-                extra={"dropped": self._dropped_since_log, "dropped_total": self.ticks_dropped,
-                       "buffer_max_ticks": self.max_ticks},
-            )  # fmt: skip
-            self._last_drop_log = now
-            self._dropped_since_log = 0
+        self.drops.log_if_due(self._mono())
