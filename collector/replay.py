@@ -1,4 +1,4 @@
-"""Replay a tick file (`time,pair,bid,ask`, DESIGN section 8) into the database.
+"""Replay a tick file (`time,pair,bid,ask`, docs/design.md §8) into the database.
 
 Rows go, in file order, through the same validation, aggregator and writer as the live
 stream; the clock is the ticks' own time (the newest valid IG time so far), so a tick that
