@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import psycopg
 
 from ..models import Candle, CoverageMark, Flag
@@ -57,14 +58,25 @@ _CANDLE_COLS = (
     "pair, timeframe, bucket, bid_open, bid_high, bid_low, bid_close, "
     "ask_open, ask_high, ask_low, ask_close, ticks, complete, open_time, close_time"
 )
+SMALL_ROWS = 2_000  # up to this many ticks (or candles) go in one statement, larger sets by COPY
 _COPY_TICKS = f"COPY ticks ({TICK_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _COPY_STAGE_TICKS = f"COPY _stage_ticks ({TICK_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _INSERT_TICKS = f"INSERT INTO ticks ({TICK_COLUMNS}) SELECT {TICK_COLUMNS} FROM _stage_ticks ON CONFLICT DO NOTHING"
 # A REST row (always complete) is never touched; a forming row never replaces a complete one;
 # an imported row (sql/011) always gives way: the stream is the authority for a bucket it saw.
-_UPSERT_CANDLES = f"""
+# Exact: an epoch-ms count (exactly representable as the float8 the interval product uses) times
+# 1 ms, never a float seconds value passed to to_timestamp.
+_INSERT_TICKS_ARRAYS = f"""INSERT INTO ticks ({TICK_COLUMNS})
+SELECT 'epoch'::timestamptz + t * interval '1 millisecond', (%s::text[])[c + 1], b, a,
+       CASE WHEN r < 0 THEN NULL ELSE 'epoch'::timestamptz + r * interval '1 millisecond' END
+FROM unnest(%s::int2[], %s::int8[], %s::float8[], %s::float8[], %s::int8[]) AS x(c, t, b, a, r)
+ON CONFLICT DO NOTHING"""
+_CANDLE_ARRAYS = f"""unnest(%s::text[], %s::text[], %s::timestamptz[], %s::float8[], %s::float8[], %s::float8[],
+    %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::int[], %s::bool[],
+    %s::timestamptz[], %s::timestamptz[]) AS s({_CANDLE_COLS})"""
+_UPSERT_CANDLES_FROM = f"""
 INSERT INTO candles AS c ({_CANDLE_COLS}, source, updated_at)
-SELECT {_CANDLE_COLS}, '{CandleSource.STREAM}', now() FROM _stage_candles
+SELECT {_CANDLE_COLS}, '{CandleSource.STREAM}', now() FROM {{source}}
 ON CONFLICT (pair, timeframe, bucket) DO UPDATE SET
     bid_open = EXCLUDED.bid_open, bid_high = EXCLUDED.bid_high, bid_low = EXCLUDED.bid_low,
     bid_close = EXCLUDED.bid_close, ask_open = EXCLUDED.ask_open, ask_high = EXCLUDED.ask_high,
@@ -74,6 +86,8 @@ ON CONFLICT (pair, timeframe, bucket) DO UPDATE SET
 WHERE c.source = '{CandleSource.IMPORT}'
    OR (c.source = '{CandleSource.STREAM}' AND (EXCLUDED.complete OR NOT c.complete))
 RETURNING pair, timeframe, bucket"""
+_UPSERT_CANDLES = _UPSERT_CANDLES_FROM.format(source="_stage_candles")
+_UPSERT_CANDLE_ARRAYS = _UPSERT_CANDLES_FROM.format(source=_CANDLE_ARRAYS)
 _NOTIFY = "SELECT pg_notify(%s, x) FROM unnest(%s::text[]) AS x"
 # Every flag, whoever raised it, goes through one SQL function with one conflict rule
 # (sql/009_integrity.sql): re-open unless REST already replaced it, demote a complete stream row.
@@ -85,6 +99,7 @@ _COVERAGE_CLOSE = (
 _TICK_GAPS = """INSERT INTO tick_gaps (pair, from_time, to_time, rows, reason)
 SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::int[], %s::text[])"""
 _QUARANTINE = "INSERT INTO quarantine (kind, pair, time, row_data, sqlstate, error) VALUES (%s, %s, %s, %s, %s, %s)"
+_TICK_FIELDS = ("codes", "times", "bids", "asks", "received")
 _XID = "SELECT pg_current_xact_id()::text::bigint"
 XACT_STATUS = "SELECT x, pg_xact_status(x::text::xid8) FROM unnest(%s::bigint[]) AS x"
 
@@ -260,15 +275,24 @@ def _slices(chunks: list[Chunk], max_rows: int) -> list[list[Chunk]]:
 
 
 def _write_ticks(cur: psycopg.Cursor[Any], chunks: Sequence[Chunk], codec: TickCodec, counts: _Counts) -> int:
-    """COPY straight into `ticks` inside a savepoint (the common case: every row is new); if a
-    row is already stored the savepoint rolls back and the rows go through the staging table
-    and `ON CONFLICT DO NOTHING`. Returns the rows new to the table."""
+    """Returns the rows new to the table. A few rows (a live flush) go in one statement with
+    `ON CONFLICT DO NOTHING`: one round trip, which is what a flush's latency is made of. Many
+    rows go by binary COPY straight into `ticks` inside a savepoint (every row is new, the
+    common case); if one is already stored the savepoint rolls back and the rows go through the
+    staging table and `ON CONFLICT DO NOTHING`. Each tick is stored once either way."""
+    n = sum(len(c) for c in chunks)
+    if n <= SMALL_ROWS:
+        cols = [np.concatenate([getattr(c, f) for c in chunks]).tolist() for f in _TICK_FIELDS]
+        cur.execute(_INSERT_TICKS_ARRAYS, (list(codec.pairs), *cols))
+        inserted = max(cur.rowcount, 0)
+        counts.copy_fallbacks += inserted < n  # rows already stored were met
+        return inserted
     payload = codec.payload(chunks)
     try:
         with cur.connection.transaction(), cur.copy(_COPY_TICKS) as cp:  # a savepoint, not a commit
             for part in payload:
                 cp.write(part)
-        return sum(len(c) for c in chunks)
+        return n
     except psycopg.errors.UniqueViolation:
         counts.copy_fallbacks += 1
     with cur.copy(_COPY_STAGE_TICKS) as cp:
@@ -281,19 +305,24 @@ def _write_ticks(cur: psycopg.Cursor[Any], chunks: Sequence[Chunk], codec: TickC
 def _write_candles(
     cur: psycopg.Cursor[Any], candles: dict[CandleKey, tuple[Candle, str]]
 ) -> dict[tuple[str, str], int]:
-    with cur.copy(f"COPY _stage_candles ({_CANDLE_COLS}) FROM STDIN") as cp:
-        for c, _kind in candles.values():
-            cp.write_row(
-                (
-                    c.pair, c.timeframe, ms_to_dt(c.bucket_ms),
-                    c.bid_open, c.bid_high, c.bid_low, c.bid_close,
-                    c.ask_open, c.ask_high, c.ask_low, c.ask_close,
-                    c.ticks, c.complete,
-                    None if c.open_ms is None else ms_to_dt(c.open_ms),
-                    None if c.close_ms is None else ms_to_dt(c.close_ms),
-                )
-            )  # fmt: skip
-    cur.execute(_UPSERT_CANDLES)
+    rows = [
+        (
+            c.pair, c.timeframe, ms_to_dt(c.bucket_ms),
+            c.bid_open, c.bid_high, c.bid_low, c.bid_close,
+            c.ask_open, c.ask_high, c.ask_low, c.ask_close,
+            c.ticks, c.complete,
+            None if c.open_ms is None else ms_to_dt(c.open_ms),
+            None if c.close_ms is None else ms_to_dt(c.close_ms),
+        )
+        for c, _kind in candles.values()
+    ]  # fmt: skip
+    if len(rows) <= SMALL_ROWS:  # one statement, one round trip
+        cur.execute(_UPSERT_CANDLE_ARRAYS, [list(col) for col in zip(*rows, strict=True)])
+    else:
+        with cur.copy(f"COPY _stage_candles ({_CANDLE_COLS}) FROM STDIN") as cp:
+            for row in rows:
+                cp.write_row(row)
+        cur.execute(_UPSERT_CANDLES)
     written: dict[tuple[str, str], int] = {}
     for pair, tf, bucket in cur.fetchall():
         _, kind = candles[(pair, tf, dt_to_ms(bucket))]
