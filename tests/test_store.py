@@ -18,6 +18,7 @@ import pytest
 from collector.aggregator import CandleClosed, CandleCorrected, RepairNeeded
 from collector.models import Candle, Tick
 from collector.store import FlushStats, Writer, WriterError, WriterThread, dt_to_ms, ms_to_dt
+from collector.store.sql import SMALL_ROWS
 from tests.netproxy import TcpProxy
 
 UTC = dt.UTC
@@ -75,6 +76,15 @@ def test_flush_mixing_stored_and_new_ticks_stores_the_new_ones(writer: Writer, d
     writer.submit_ticks(np.array([0, 0]), np.array([T, T + 1]), np.array([1.1, 1.1]), np.array([1.2, 1.2]))
     writer.flush()
     assert (len(ticks_of(db)), writer.ticks_written, writer.ticks_copy_fallbacks) == (2, 2, 1)
+
+
+def test_a_flush_too_large_for_one_statement_goes_by_copy_and_still_stores_each_tick_once(writer: Writer, db) -> None:
+    n = SMALL_ROWS + 1
+    writer.submit_ticks(np.zeros(n, int), T + np.arange(n), np.full(n, 1.1), np.full(n, 1.2))
+    writer.flush()
+    writer.submit_ticks(np.zeros(n + 1, int), T + np.arange(n + 1), np.full(n + 1, 1.1), np.full(n + 1, 1.2))
+    writer.flush()
+    assert (len(ticks_of(db)), writer.ticks_written, writer.ticks_copy_fallbacks) == (n + 1, n + 1, 1)
 
 
 def test_large_flush_is_split_into_transactions_with_candles_in_the_last(db, db_url: str) -> None:
