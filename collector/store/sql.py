@@ -1,13 +1,13 @@
 """The writer's SQL: one flush's transactions (`write_batch`), and the flag and coverage writes
 other modules share.
 
-* Ticks: binary COPY straight into `ticks` under a savepoint; when a row is already stored (a
-  re-subscription duplicate that slipped past the aggregator's filter, a retried flush) the
-  savepoint rolls back and the rows go through a temp staging table and
-  `INSERT ... ON CONFLICT DO NOTHING`, so each tick is stored once.
-* Candles: staged the same way and upserted with their full state (never deltas), guarded so a
-  REST row is never overwritten and a forming row never overwrites a complete one; a
-  correction is a newer full state of a closed candle.
+* Ticks: a live flush's few rows in one `INSERT ... ON CONFLICT DO NOTHING` from arrays (one
+  round trip); many rows by binary COPY straight into `ticks` under a savepoint, and when a row
+  is already stored (a re-subscription duplicate that slipped past the aggregator's filter, a
+  retried flush) through a temp staging table and the same `ON CONFLICT`. Each tick is stored once.
+* Candles: from arrays (staged by COPY when many), upserted with their full state (never
+  deltas), guarded so a REST row is never overwritten and a forming row never overwrites a
+  complete one; a correction is a newer full state of a closed candle.
 * `NOTIFY candle_closed` for each closed candle, repair flags, coverage marks and tick gaps, in
   the transaction of the final rows they concern.
 
@@ -226,7 +226,7 @@ def write_batch(conn: Conn, batch: Batch, opts: BatchOptions) -> FlushStats:
     """Write one batch: ticks in slices of at most `max_tx_ticks` rows, each committed on its
     own, the last one with the candles, NOTIFY and records, so candles never commit ahead of the
     ticks they reflect. A row the database refuses for good would fail every retry and, behind
-    it, every later flush: then the whole batch is written again, refused rows isolated.
+    it, every later flush: then what is not yet committed is written again, refused rows isolated.
 
     Raises BatchFailed (after rollback) on any other database error."""
     start = opts.monotonic()
