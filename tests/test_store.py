@@ -1,5 +1,6 @@
-"""The writer against the real TimescaleDB: COPY + ON CONFLICT ticks, guarded candle upserts,
-NOTIFY in the final row's transaction, repairs, restart state, outages and the buffer bound."""
+"""The writer against the real TimescaleDB: ticks stored once, guarded candle upserts, NOTIFY in
+the final row's transaction, repairs, restart state, outages, the buffer bound, and a COMMIT
+whose outcome the writer could not hear."""
 
 from __future__ import annotations
 
