@@ -77,9 +77,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("COLLECTOR_FUTURE_TOLERANCE_MS", "future_tolerance_ms"),
     )
     forming_interval_s: float = Field(
-        default=1.0,
+        default=0.05,
         gt=0,
         le=60,
+        description=(
+            "how often the pipeline hands the changed forming candles to the writer, which writes "
+            "them as soon as it is free (changes arriving during a write go in the next one)"
+        ),
         validation_alias=AliasChoices("COLLECTOR_FORMING_INTERVAL_S", "forming_interval_s"),
     )
 

@@ -3,9 +3,12 @@ daemon so both count, aggregate and store ticks in exactly the same way.
 
 Called from one consumer thread. The market clock (`now_ms`: the update's receive time live,
 or the ticks' own clock in replay when it is None) decides closes and lateness; a separate
-monotonic clock (injected, `time.monotonic` by default) paces the forming-candle upserts at
-`forming_interval_s`, so replaying a day of ticks in seconds does not upsert a forming row
-per simulated second. Closes, corrections and repairs go to the writer as soon as they happen.
+monotonic clock (injected, `time.monotonic` by default) paces the hand-over of changed forming
+candles at `forming_interval_s`. The interval is short (a reader sees a tick in its forming
+candle within a write or two) because the writer coalesces by bucket: what changes while a
+write is in flight goes in the next one, so there is never an upsert per tick, and replaying a
+day of ticks in seconds still writes a forming row only per interval of wall time, not per
+simulated second. Closes, corrections and repairs go to the writer as soon as they happen.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from .aggregator import Aggregator, BatchResult, Event
 from .models import Candle
 from .store import ResumeState
 from .validation import Parsed, Reject, parse_columns, parse_raw
+from .vocabulary import CandleKind
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -159,7 +163,7 @@ class Pipeline:
         if force_forming or mono >= self._next_forming:
             dirty = self.aggregator.take_dirty()
             if dirty and self.writer is not None:
-                self.writer.submit_candles(dirty, "forming")
+                self.writer.submit_candles(dirty, CandleKind.FORMING)
                 self.forming_submitted += len(dirty)
             self._next_forming = mono + self.forming_interval_s
 

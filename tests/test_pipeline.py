@@ -98,6 +98,40 @@ def test_forming_candles_are_submitted_at_the_forming_interval() -> None:
     assert [(k, c.timeframe, c.ticks) for k, c in sink.candles] == [("forming", "5m", 1), ("forming", "15m", 1)]
 
 
+def test_forming_candles_are_handed_over_every_50_ms_by_default() -> None:
+    clock, sink = Clock(), Sink()
+    p = Pipeline(SETTINGS, sink, clock)
+    p.feed("EURUSD", "1.1", "1.2", str(T), received_ms=T)
+    clock.t = 0.049
+    p.tick(T + 1)
+    assert (p.forming_interval_s, sink.candles) == (0.05, [])
+    clock.t = 0.05
+    p.tick(T + 2)
+    assert [(k, c.timeframe, c.ticks) for k, c in sink.candles] == [("forming", "5m", 1), ("forming", "15m", 1)]
+
+
+def test_a_bucket_changed_many_times_within_an_interval_is_handed_over_once_in_its_newest_state() -> None:
+    clock, sink = Clock(), Sink()
+    p = Pipeline(SETTINGS, sink, clock, forming_interval_s=1.0)
+    for i in range(5):
+        p.feed("EURUSD", "1.1", "1.2", str(T + i), received_ms=T + i)
+        p.tick(T + i)
+    clock.t = 1.0
+    p.tick(T + 10)
+    assert [(c.timeframe, c.ticks) for _, c in sink.candles] == [("5m", 5), ("15m", 5)]
+
+
+def test_an_unchanged_forming_candle_is_not_handed_over_again() -> None:
+    clock, sink = Clock(), Sink()
+    p = Pipeline(SETTINGS, sink, clock)
+    p.feed("EURUSD", "1.1", "1.2", str(T), received_ms=T)
+    clock.t = 0.05
+    p.tick(T + 1)
+    clock.t = 0.10
+    p.tick(T + 2)
+    assert len(sink.candles) == 2
+
+
 def test_finish_can_close_unfinished_buckets() -> None:
     sink = Sink()
     p = Pipeline(SETTINGS, sink)

@@ -1,12 +1,16 @@
-"""The writer against the real TimescaleDB: COPY + ON CONFLICT ticks, guarded candle upserts,
-NOTIFY in the final row's transaction, repairs, restart state, outages and the buffer bound."""
+"""The writer against the real TimescaleDB: ticks stored once, guarded candle upserts, NOTIFY in
+the final row's transaction, repairs, restart state, outages, the buffer bound, and a COMMIT
+whose outcome the writer could not hear."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import socket
 import threading
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import psycopg
@@ -15,6 +19,7 @@ import pytest
 from collector.aggregator import CandleClosed, CandleCorrected, RepairNeeded
 from collector.models import Candle, Tick
 from collector.store import FlushStats, Writer, WriterError, WriterThread, dt_to_ms, ms_to_dt
+from collector.store.sql import SMALL_ROWS
 from tests.netproxy import TcpProxy
 
 UTC = dt.UTC
@@ -72,6 +77,15 @@ def test_flush_mixing_stored_and_new_ticks_stores_the_new_ones(writer: Writer, d
     writer.submit_ticks(np.array([0, 0]), np.array([T, T + 1]), np.array([1.1, 1.1]), np.array([1.2, 1.2]))
     writer.flush()
     assert (len(ticks_of(db)), writer.ticks_written, writer.ticks_copy_fallbacks) == (2, 2, 1)
+
+
+def test_a_flush_too_large_for_one_statement_goes_by_copy_and_still_stores_each_tick_once(writer: Writer, db) -> None:
+    n = SMALL_ROWS + 1
+    writer.submit_ticks(np.zeros(n, int), T + np.arange(n), np.full(n, 1.1), np.full(n, 1.2))
+    writer.flush()
+    writer.submit_ticks(np.zeros(n + 1, int), T + np.arange(n + 1), np.full(n + 1, 1.1), np.full(n + 1, 1.2))
+    writer.flush()
+    assert (len(ticks_of(db)), writer.ticks_written, writer.ticks_copy_fallbacks) == (n + 1, n + 1, 1)
 
 
 def test_large_flush_is_split_into_transactions_with_candles_in_the_last(db, db_url: str) -> None:
@@ -322,3 +336,85 @@ def test_submissions_from_another_thread_during_flushes_are_all_written(writer: 
 
 def test_dt_and_ms_round_trip_exactly() -> None:
     assert dt_to_ms(ms_to_dt(T + 123)) == T + 123
+
+
+# ---------------------------------------------------------------------------------- unknown commit outcome
+class CommitCutProxy(TcpProxy):
+    """Cuts the line at the next COMMIT the client sends: the client never hears the reply.
+    With `deliver` the COMMIT reaches the server first (it commits), otherwise it never does."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.armed: bool | None = None  # None: pass everything; True/False: cut, delivering or not
+
+    def _pipe(self, src, dst, up: bool) -> None:
+        if not up:
+            return super()._pipe(src, dst, up)
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if self.armed is not None and b"COMMIT\x00" in data:
+                    deliver, self.armed = self.armed, None
+                    src.shutdown(socket.SHUT_RDWR)  # the reply cannot reach the client
+                    if deliver:
+                        dst.sendall(data)
+                        time.sleep(0.2)  # let the server read it before the line drops
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+
+@pytest.fixture
+def commit_cut(db, db_url: str):
+    parts = urlsplit(db_url)
+    proxy = CommitCutProxy(parts.hostname or "127.0.0.1", parts.port or 5432).start()
+    user = parts.netloc.rsplit("@", 1)
+    netloc = f"{user[0]}@127.0.0.1:{proxy.port}" if len(user) == 2 else f"127.0.0.1:{proxy.port}"
+    yield proxy, urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    proxy.stop()
+
+
+def _flush_cut_at_commit(w: Writer, proxy: CommitCutProxy, *, deliver: bool) -> None:
+    """10 rows stored, then 800 whose COMMIT is cut, then 800 more: 600 of the 800 are
+    dropped at the bound of 1000 while nobody knows whether they are stored."""
+    w.submit_ticks(np.zeros(10, int), T - 100 + np.arange(10), np.full(10, 1.1), np.full(10, 1.2))
+    w.flush()
+    w.submit_ticks(np.zeros(800, int), T + np.arange(800), np.full(800, 1.1), np.full(800, 1.2))
+    proxy.armed = deliver
+    with pytest.raises(WriterError):
+        w.flush()
+    w.submit_ticks(np.zeros(800, int), T + 800 + np.arange(800), np.full(800, 1.1), np.full(800, 1.2))
+
+
+def test_rows_of_a_commit_cut_after_it_reached_the_server_are_not_counted_dropped_or_sent_again(commit_cut, db) -> None:
+    proxy, url = commit_cut
+    w = Writer(url, PAIRS, buffer_max_ticks=1000, connect_timeout_s=2)
+    _flush_cut_at_commit(w, proxy, deliver=True)
+    assert (w.buffer_depth, w.ticks_dropped) == (1000, 0)
+    w.flush()
+    w.close()
+    gaps = db.execute("SELECT count(*) FROM tick_gaps").fetchone()[0]
+    assert (len(ticks_of(db)), gaps, w.ticks_dropped, w.ticks_written, w.ticks_copy_fallbacks) == (1610, 0, 0, 1610, 0)
+    assert (w.buffer_depth, w.has_pending()) == (0, False)
+
+
+def test_rows_of_a_commit_that_never_reached_the_server_are_counted_dropped_once_it_is_known(commit_cut, db) -> None:
+    proxy, url = commit_cut
+    w = Writer(url, PAIRS, buffer_max_ticks=1000, connect_timeout_s=2)
+    _flush_cut_at_commit(w, proxy, deliver=False)
+    deadline = time.monotonic() + 10
+    while w.has_pending() and time.monotonic() < deadline:  # the server may take a moment to abort it
+        w.flush()
+        time.sleep(0.05)
+    w.close()
+    gaps = db.execute("SELECT pair, from_time, to_time, rows, reason FROM tick_gaps").fetchall()
+    assert (len(ticks_of(db)), w.ticks_dropped, w.ticks_written) == (1010, 600, 1010)
+    assert gaps == [("EURUSD", ms_to_dt(T), ms_to_dt(T + 599), 600, "buffer_full")]

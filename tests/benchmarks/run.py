@@ -1,4 +1,4 @@
-"""Benchmarks for the aggregator and the writer (DESIGN section 9), each against its baseline
+"""Benchmarks for the aggregator and the writer (docs/design.md §9), each against its baseline
 measured in the same run on the same ticks.
 
     .venv/bin/python -m tests.benchmarks.run            # everything (about two minutes)
@@ -10,9 +10,11 @@ measured in the same run on the same ticks.
 2. writer ticks/s from the collector's queue (raw Lightstreamer-like strings) to committed tick
    and candle rows, against the seed documents' pattern: one INSERT ... ON CONFLICT upsert and
    one COMMIT per update;
-3. forming-candle visibility at 2,000 ticks/s: from a tick entering the queue to a reader on
-   another connection (another process, so it does not share our GIL) seeing its candle count
-   include it; p50/p99 with forming_interval_s = 0.1 and the default.
+3. forming candles at 2,000 ticks/s, the default pacing beside the old one (a 1 s timer) in the
+   same run: from a tick entering the queue to a reader on another connection (another process,
+   so it does not share our GIL) seeing its candle count include it, and from a candle's due
+   close (bucket end + grace) to its NOTIFY arriving at a listener; p50/p99 of each;
+4. the database load at IG's real rates (30 ticks/s over 28 pairs): flushes/s, both pacings.
 
 The database is a fresh one on the dev server (collector.devdb) unless --database-url is given;
 it is dropped afterwards. Figures only: nothing here asserts a timing.
@@ -28,16 +30,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from collector import devdb
+from collector import timeframes as tfs
 from collector.aggregator import Aggregator
 from collector.config import load_settings
 from collector.migrate import migrate
 from collector.pairs import PAIRS
 from collector.pipeline import Pipeline
 from collector.store import Writer, WriterThread, ms_to_dt
+from collector.vocabulary import NOTIFY_CHANNEL, decode_notice
 
 T0 = 1_710_410_400_000  # 2024-03-14 10:00 UTC
 TFS = ("5m", "15m")
@@ -256,20 +261,43 @@ def bench_writer(url: str, quick: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------- latency
-def _reader(url: str, since_ms: int, stop_at: float, out: mp.Queue) -> None:
-    """Another process, another connection: poll the forming 5m candles and record when each
-    (pair, bucket) tick count was first seen."""
+@dataclass(frozen=True)
+class Behaviour:
+    """A way of pacing forming candles, measured side by side in one run."""
+
+    label: str
+    forming_interval_s: float
+
+
+WARM_UP_S = 1.0  # ticks entering before this (the writer's first connection) are not counted
+OLD = Behaviour("old: forming_interval_s = 1 (the 1 s timer)", 1.0)
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    visible_p50_ms: float
+    visible_p99_ms: float
+    visible_n: int
+    notify_p50_ms: float
+    notify_p99_ms: float
+    notify_n: int
+    flushes_per_s: float
+    flush_p50_ms: float  # one flush, first statement to commit
+    flush_p99_ms: float
+
+
+def _reader(url: str, done: Any, out: mp.Queue) -> None:
+    """Another process, another connection: poll the forming 5m candles (the table holds this
+    run's only) and record when each (pair, bucket) tick count was first seen."""
     import psycopg
 
     seen: dict[tuple[str, int], int] = {}
     obs: list[tuple[str, int, int, float]] = []
     with psycopg.connect(url, autocommit=True) as conn:
         cur = conn.cursor()
-        while time.time() < stop_at:
+        while not done.is_set():
             cur.execute(
-                "SELECT pair, (extract(epoch FROM bucket) * 1000)::int8, ticks FROM candles "
-                "WHERE timeframe = '5m' AND bucket >= %s",
-                (ms_to_dt(since_ms - since_ms % 300_000),),
+                "SELECT pair, (extract(epoch FROM bucket) * 1000)::int8, ticks FROM candles WHERE timeframe = '5m'"
             )
             now = time.time()
             for pair, bucket, n in cur.fetchall():
@@ -280,22 +308,48 @@ def _reader(url: str, since_ms: int, stop_at: float, out: mp.Queue) -> None:
     out.put(obs)
 
 
-def _latency_run(url: str, interval_s: float, seconds: float, rate: float) -> tuple[float, float, int]:
+def _listener(url: str, done: Any, out: mp.Queue) -> None:
+    """Another process: LISTEN for closed candles and record when each notice arrived."""
+    import psycopg
+
+    got: list[tuple[str, str, int, float]] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        out.put("listening")
+        while not done.is_set():
+            for n in conn.notifies(timeout=0.2):
+                notice = decode_notice(n.payload)
+                got.append((notice.pair, notice.timeframe, notice.bucket_ms, time.time()))
+    out.put(got)
+
+
+def _latency_run(url: str, interval_s: float, seconds: float, rate: float) -> LatencyResult:
+    """Ticks stamped with the wall clock shifted so that a 15m boundary (and so a 5m one) falls
+    in the middle of the run: every pair's 5m and 15m candles close while it is measured."""
     settings = load_settings(database_url=url, forming_interval_s=interval_s)
     _truncate(url)
-    writer = Writer.from_settings(settings, url=url)
+    flush_s: list[float] = []
+    writer = Writer.from_settings(settings, url=url, on_flush=lambda st: flush_s.append(st.seconds))
     flusher = WriterThread(writer).start()
     pipeline = Pipeline(settings, writer)
     q: queue.SimpleQueue = queue.SimpleQueue()
     entered: dict[tuple[str, int, int], float] = {}  # (pair, 5m bucket, nth tick) -> time it entered
     stop = threading.Event()
-    start_ms = int(time.time() * 1000)
+    grace_ms = settings.close_grace_ms
 
     ctx = mp.get_context("spawn")
     results: mp.Queue = ctx.Queue()
-    reader = ctx.Process(target=_reader, args=(url, start_ms, time.time() + seconds + 3.0, results))
+    notices: mp.Queue = ctx.Queue()
+    done = ctx.Event()
+    reader = ctx.Process(target=_reader, args=(url, done, results))
+    listener = ctx.Process(target=_listener, args=(url, done, notices))
     reader.start()
+    listener.start()
+    assert notices.get(timeout=30) == "listening"
     time.sleep(1.0)  # let the reader connect
+    boundary_wall_ms = int((time.time() + seconds / 2) * 1000) - grace_ms  # closes mid-run
+    shift_ms = (900_000 - boundary_wall_ms % 900_000) % 900_000  # market time = wall + shift
+    warm_until = time.time() + WARM_UP_S
 
     def produce() -> None:
         rng = np.random.default_rng(3)
@@ -311,7 +365,7 @@ def _latency_run(url: str, interval_s: float, seconds: float, rate: float) -> tu
                 time.sleep(delay)
             pair = PAIRS[int(rng.integers(0, len(PAIRS)))]
             now = time.time()
-            t = max(int(now * 1000), last_t[pair] + 1)  # strictly increasing per pair: no duplicates
+            t = max(int(now * 1000) + shift_ms, last_t[pair] + 1)  # strictly increasing per pair
             last_t[pair] = t
             price[pair] = round(price[pair] + float(rng.integers(-1, 2)) * 0.0001, 5)
             key = (pair, t - t % 300_000)
@@ -322,6 +376,7 @@ def _latency_run(url: str, interval_s: float, seconds: float, rate: float) -> tu
 
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
+    flushes0, t0 = writer.flushes, time.monotonic()
     end = time.time() + seconds
     while time.time() < end:
         batch = []
@@ -334,13 +389,18 @@ def _latency_run(url: str, interval_s: float, seconds: float, rate: float) -> tu
         if batch:
             cols = list(zip(*batch, strict=True))
             pipeline.feed_batch(cols[0], cols[1], cols[2], cols[3], np.array(cols[4], dtype=np.int64))
-        pipeline.tick(int(time.time() * 1000))
+        pipeline.tick(int(time.time() * 1000) + shift_ms)
+    flushes_per_s = (writer.flushes - flushes0) / (time.monotonic() - t0)
     stop.set()
     producer.join()
     pipeline.finish()
     writer.wait_idle(10)
+    time.sleep(0.5)  # the reader's last poll, the listener's last notices
+    done.set()
     obs = results.get(timeout=60)
+    got = notices.get(timeout=60)
     reader.join(10)
+    listener.join(10)
     flusher.stop()
     writer.close()
 
@@ -354,22 +414,42 @@ def _latency_run(url: str, interval_s: float, seconds: float, rate: float) -> tu
             first_seen[(pair, bucket, k)] = when
         prev[(pair, bucket)] = max(prev.get((pair, bucket), 0), n)
     for key, t_in in entered.items():
-        if key in first_seen:
+        if key in first_seen and t_in >= warm_until:
             lat.append(first_seen[key] - t_in)
-    arr = np.array(lat) * 1000
-    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99)), len(arr)
+    vis = np.array(lat) * 1000 if lat else np.array([np.nan])
+    # A close is due at bucket end + grace (market time); how long after that the notice came.
+    due = [((b + tfs.length_ms(tf) + grace_ms - shift_ms) / 1000, when) for _, tf, b, when in got]
+    note = np.array([(when - d) * 1000 for d, when in due]) if due else np.array([np.nan])
+    return LatencyResult(
+        float(np.percentile(vis, 50)), float(np.percentile(vis, 99)), len(lat),
+        float(np.percentile(note, 50)), float(np.percentile(note, 99)), len(due), flushes_per_s,
+        float(np.percentile(flush_s, 50)) * 1000, float(np.percentile(flush_s, 99)) * 1000,
+    )  # fmt: skip
 
 
 def bench_latency(url: str, quick: bool) -> None:
     seconds = 8.0 if quick else 20.0
-    rate = 2000.0
-    default = load_settings().forming_interval_s
-    print(f"\nforming-candle visibility: {rate:,.0f} ticks/s for {seconds:.0f} s per setting, tick -> reader sees it")
-    for interval in (0.1, default):
-        p50, p99, n = _latency_run(url, interval, seconds, rate)
-        goal = "goal p99 < 250 ms" if interval <= 0.1 else "(bounded by the interval)"
-        label = f"forming_interval_s = {interval:g}{' (default)' if interval == default else ''}: p50 / p99"
-        line(label, f"{p50:,.0f} / {p99:,.0f} ms", f"{goal}, {n:,} ticks")
+    rate, quiet = 2000.0, 30.0
+    new = Behaviour(f"new: forming_interval_s = {load_settings().forming_interval_s:g} (default)",
+                    load_settings().forming_interval_s)  # fmt: skip
+    print(f"\nforming candles at {rate:,.0f} ticks/s, {seconds:.0f} s per behaviour, the new default beside the old:")
+    print("  tick -> a reader's SELECT sees it in the forming 5m candle (goal p99 < 150 ms);")
+    print("  close -> NOTIFY received, after bucket end + grace (goal p99 < 500 ms)")
+    for b in (new, OLD):
+        r = _latency_run(url, b.forming_interval_s, seconds, rate)
+        print(f"  {b.label}")
+        line("    tick -> visible p50 / p99", f"{r.visible_p50_ms:,.0f} / {r.visible_p99_ms:,.0f} ms",
+             f"{r.visible_n:,} ticks")  # fmt: skip
+        line("    close -> NOTIFY p50 / p99", f"{r.notify_p50_ms:,.0f} / {r.notify_p99_ms:,.0f} ms",
+             f"{r.notify_n:,} closes")  # fmt: skip
+        line(f"    flushes/s at {rate:,.0f} ticks/s", f"{r.flushes_per_s:,.1f}",
+             f"one flush p50 / p99 {r.flush_p50_ms:,.0f} / {r.flush_p99_ms:,.0f} ms")  # fmt: skip
+    quiet_s = 5.0 if quick else 10.0
+    print(f"\ndatabase load at IG's real rates: {quiet:,.0f} ticks/s over 28 pairs, {quiet_s:.0f} s per behaviour")
+    for b in (new, OLD):
+        r = _latency_run(url, b.forming_interval_s, quiet_s, quiet)
+        line(f"  {b.label}: flushes/s", f"{r.flushes_per_s:,.1f}",
+             f"tick -> visible p99 {r.visible_p99_ms:,.0f} ms")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
