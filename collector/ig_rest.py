@@ -3,7 +3,7 @@
 Login goes through trading-ig's `IGService` (v2 by default, v3 supported), and prices are read
 from `GET /prices/{epic}` v3 through that service's own authenticated session. We call the
 endpoint directly rather than `fetch_historical_prices_by_epic`, which drops the resolution
-without pandas and indexes rows by UK local time (reference/ig-streaming.md, section 3).
+without pandas and indexes rows by UK local time (docs/design.md §5).
 
 The budget lives in the database (`rest_allowance`, `rest_spend`), shared by the collector's
 gap backfill and the bot's freshness fallback: every response's allowance is stored, every

@@ -71,7 +71,7 @@ class RecentTicks:
 
     Columns, not `Tick` rows, because a full dedupe window of ticks as Python objects is a heap
     the allocator never fully gives back, and the restarted collector would carry it for the
-    rest of its life (figures in docs/measurements/agg.md)."""
+    rest of its life (figures in docs/measurements/aggregator.md)."""
 
     pairs: tuple[str, ...]  # pair_index -> pair
     pair_index: np.ndarray  # int

@@ -7,7 +7,7 @@ the stream by construction).
 
 The store keeps ticks in growable numpy columns (time, pair, bid, ask) instead of one Python
 object per tick, so an hour-long soak at IG's peak rate fits in memory and a candle query is a
-vectorised scan rather than a Python loop (figures: docs/measurements/sim.md).
+vectorised scan rather than a Python loop (figures: docs/measurements/simulator.md).
 """
 
 from __future__ import annotations
