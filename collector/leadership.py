@@ -123,6 +123,9 @@ class LeaseTiming:
         return self.lease_s - self.margin
 
 
+_STANDBYS = "SELECT leader_standbys(%s, %s)"
+
+
 class LeaderState:
     """The leadership decisions, free of I/O: fed the outcome of each acquire/renew with the
     monotonic time the request was SENT, and the clock; it says lead, stand by or lost."""
@@ -132,10 +135,16 @@ class LeaderState:
         self.role = Role.STANDBY
         self.epoch: int | None = None
         self.trusted_until: float | None = None  # monotonic; only while leading
+        # Standbys alive at the last answer. None of them: a leader cut off from the database
+        # keeps streaming and buffering (nobody can take over, and the database still fences
+        # it should one appear); one or more: it yields when its trust runs out, because one of
+        # them will take over.
+        self.standbys = 0
         self._last_attempt: float | None = None
 
-    def acquired(self, epoch: int | None, sent_at: float) -> Role:
+    def acquired(self, epoch: int | None, sent_at: float, standbys: int = 0) -> Role:
         self._last_attempt = sent_at
+        self.standbys = standbys
         if self.role is Role.LEAD:
             raise RuntimeError("acquire while leading: renew instead")
         if epoch is None:
@@ -145,7 +154,7 @@ class LeaderState:
         self.trusted_until = sent_at + self.timing.trusted_s
         return self.role
 
-    def renewed(self, ok: bool, sent_at: float) -> Role:
+    def renewed(self, ok: bool, sent_at: float, standbys: int = 0) -> Role:
         """The database answered a renew: yes extends the trust; no means the lease is gone."""
         self._last_attempt = sent_at
         if self.role is not Role.LEAD:
@@ -153,8 +162,9 @@ class LeaderState:
         if not ok:
             return self._lose()
         assert self.trusted_until is not None
-        if sent_at >= self.trusted_until:
+        if sent_at >= self.trusted_until and self.standbys:
             return self._lose()  # sent after we stopped trusting it: too late to count
+        self.standbys = standbys
         self.trusted_until = max(self.trusted_until, sent_at + self.timing.trusted_s)
         return self.role
 
@@ -164,7 +174,7 @@ class LeaderState:
         return self.tick(sent_at)
 
     def tick(self, now: float) -> Role:
-        if self.role is Role.LEAD and self.trusted_until is not None and now >= self.trusted_until:
+        if self.role is Role.LEAD and self.trusted_until is not None and now >= self.trusted_until and self.standbys:
             return self._lose()
         return self.role
 
@@ -260,12 +270,13 @@ class Lease:
                 sent = self._clock()
             try:
                 epoch = self._call("SELECT leader_acquire(%s, %s)", (self.holder, self.timing.lease_s))
+                standbys = int(self._call(_STANDBYS, (self.holder, self.timing.lease_s))) if epoch is not None else 0
             except psycopg.OperationalError:
                 with self._mu:
                     self.state.unanswered(sent)
                 return None
             with self._mu:
-                self.state.acquired(None if epoch is None else int(epoch), sent)
+                self.state.acquired(None if epoch is None else int(epoch), sent, standbys)
                 return self.state.epoch
 
     def renew(self) -> bool:
@@ -279,12 +290,13 @@ class Lease:
                 return False
             try:
                 ok = bool(self._call("SELECT leader_renew(%s, %s, %s)", (epoch, self.timing.lease_s, self.holder)))
+                standbys = int(self._call(_STANDBYS, (self.holder, self.timing.lease_s))) if ok else 0
             except psycopg.OperationalError:
                 with self._mu:
                     self.state.unanswered(sent)
                 return False
             with self._mu:
-                return self.state.renewed(ok, sent) is Role.LEAD and ok
+                return self.state.renewed(ok, sent, standbys) is Role.LEAD and ok
 
     def release(self, *, bar_s: float | None = None) -> bool:
         """Step down: the lease ends now so a standby takes over at once. The caller stops
