@@ -66,8 +66,10 @@ class Fence:
             raise NotLeader(f"{self.holder} can no longer trust its lease of epoch {self.epoch}")
 
     def __call__(self, conn: psycopg.Connection[Any] | psycopg.Cursor[Any]) -> None:
+        """Fence and log the transaction (no pairs, no span): every row a leader writes, a REST
+        repair's or a start-up's included, can then be traced to its epoch (`candle_writers`)."""
         self.check()
-        conn.execute(FENCE_SQL, (self.epoch, self.holder))
+        conn.execute(FLUSH_SQL, (self.epoch, [], None, None, self.holder))
 
     def flush(
         self,

@@ -157,6 +157,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
     cur collector_leader;
 BEGIN
+    -- A leader frozen (SIGSTOP) inside this transaction would hold the row lock below for as
+    -- long as it stays frozen, and no takeover could happen: the server ends such a session.
+    PERFORM set_config('idle_in_transaction_session_timeout', '2s', true);
     SELECT * INTO cur FROM collector_leader WHERE id FOR KEY SHARE;
     IF p_epoch IS NULL OR p_epoch < 1 OR cur.epoch IS DISTINCT FROM p_epoch
        OR (p_holder IS NOT NULL AND cur.holder IS DISTINCT FROM p_holder)

@@ -567,3 +567,20 @@ def test_a_release_without_bar_lets_its_holder_lead_again_at_once(lease_db: psyc
         a.try_acquire()
         a.release(bar_s=0)
         assert a.try_acquire() == 2
+
+
+def test_a_fenced_transaction_left_idle_is_ended_so_a_takeover_is_not_blocked(
+    lease_db: psycopg.Connection, db_url: str
+) -> None:
+    """A leader frozen (SIGSTOP) inside its write transaction keeps its TCP connection, so only
+    the server can release the row lock the takeover waits for."""
+    _acquire(lease_db, "host-a", SHORT)
+    frozen = psycopg.connect(db_url)
+    try:
+        frozen.execute("SELECT leader_fence(1)")  # a transaction opened, then the process froze
+        time.sleep(2.5)
+        assert _acquire(lease_db, "host-b") == 2
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            frozen.execute("SELECT 1")
+    finally:
+        frozen.close()
