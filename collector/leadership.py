@@ -23,6 +23,7 @@ import psycopg
 FENCED_SQLSTATE = "IGL01"  # raised by leader_fence: "not the leader" (class IG = this project)
 FENCE_SQL = "SELECT leader_fence(%s, %s)"  # epoch, holder: first statement of every write transaction
 FLUSH_SQL = "SELECT leader_flush(%s, %s, %s, %s, %s)"  # fence + flush_log row: epoch, pairs, from, to, holder
+STEP_DOWN_BAR_LEASES = 2  # a holder that stepped down may not acquire again for this many leases
 
 
 class NotLeader(RuntimeError):
@@ -47,6 +48,38 @@ def fence(conn: psycopg.Connection, epoch: int, holder: str | None = None) -> No
     Pass the holder: after a database failover that lost an acquire, an epoch NUMBER can be
     handed out twice (sql/012_leadership.sql)."""
     conn.execute(FENCE_SQL, (epoch, holder))
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The leader's token, handed to every part that writes: `fence(conn)` opens a write
+    transaction's proof of leadership, `flush(...)` also logs the writer (flush_log). `trusted`
+    is the local clock's word (Lease.leads): a lease this process can no longer vouch for is
+    refused before the database is even asked."""
+
+    epoch: int
+    holder: str
+    trusted: Callable[[], bool] = lambda: True
+
+    def check(self) -> None:
+        if not self.trusted():
+            raise NotLeader(f"{self.holder} can no longer trust its lease of epoch {self.epoch}")
+
+    def __call__(self, conn: psycopg.Connection[Any] | psycopg.Cursor[Any]) -> None:
+        """Fence and log the transaction (no pairs, no span): every row a leader writes, a REST
+        repair's or a start-up's included, can then be traced to its epoch (`candle_writers`)."""
+        self.check()
+        conn.execute(FLUSH_SQL, (self.epoch, [], None, None, self.holder))
+
+    def flush(
+        self,
+        conn: psycopg.Connection[Any] | psycopg.Cursor[Any],
+        pairs: list[str],
+        from_time: object | None,
+        to_time: object | None,
+    ) -> None:
+        self.check()
+        conn.execute(FLUSH_SQL, (self.epoch, pairs, from_time, to_time, self.holder))
 
 
 def default_node_name() -> str:
@@ -92,6 +125,9 @@ class LeaseTiming:
         return self.lease_s - self.margin
 
 
+_STANDBYS = "SELECT leader_standbys(%s, %s)"
+
+
 class LeaderState:
     """The leadership decisions, free of I/O: fed the outcome of each acquire/renew with the
     monotonic time the request was SENT, and the clock; it says lead, stand by or lost."""
@@ -101,10 +137,16 @@ class LeaderState:
         self.role = Role.STANDBY
         self.epoch: int | None = None
         self.trusted_until: float | None = None  # monotonic; only while leading
+        # Standbys alive at the last answer. None of them: a leader cut off from the database
+        # keeps streaming and buffering (nobody can take over, and the database still fences
+        # it should one appear); one or more: it yields when its trust runs out, because one of
+        # them will take over.
+        self.standbys = 0
         self._last_attempt: float | None = None
 
-    def acquired(self, epoch: int | None, sent_at: float) -> Role:
+    def acquired(self, epoch: int | None, sent_at: float, standbys: int = 0) -> Role:
         self._last_attempt = sent_at
+        self.standbys = standbys
         if self.role is Role.LEAD:
             raise RuntimeError("acquire while leading: renew instead")
         if epoch is None:
@@ -114,7 +156,7 @@ class LeaderState:
         self.trusted_until = sent_at + self.timing.trusted_s
         return self.role
 
-    def renewed(self, ok: bool, sent_at: float) -> Role:
+    def renewed(self, ok: bool, sent_at: float, standbys: int = 0) -> Role:
         """The database answered a renew: yes extends the trust; no means the lease is gone."""
         self._last_attempt = sent_at
         if self.role is not Role.LEAD:
@@ -122,8 +164,9 @@ class LeaderState:
         if not ok:
             return self._lose()
         assert self.trusted_until is not None
-        if sent_at >= self.trusted_until:
+        if sent_at >= self.trusted_until and self.standbys:
             return self._lose()  # sent after we stopped trusting it: too late to count
+        self.standbys = standbys
         self.trusted_until = max(self.trusted_until, sent_at + self.timing.trusted_s)
         return self.role
 
@@ -133,7 +176,7 @@ class LeaderState:
         return self.tick(sent_at)
 
     def tick(self, now: float) -> Role:
-        if self.role is Role.LEAD and self.trusted_until is not None and now >= self.trusted_until:
+        if self.role is Role.LEAD and self.trusted_until is not None and now >= self.trusted_until and self.standbys:
             return self._lose()
         return self.role
 
@@ -229,12 +272,13 @@ class Lease:
                 sent = self._clock()
             try:
                 epoch = self._call("SELECT leader_acquire(%s, %s)", (self.holder, self.timing.lease_s))
+                standbys = int(self._call(_STANDBYS, (self.holder, self.timing.lease_s))) if epoch is not None else 0
             except psycopg.OperationalError:
                 with self._mu:
                     self.state.unanswered(sent)
                 return None
             with self._mu:
-                self.state.acquired(None if epoch is None else int(epoch), sent)
+                self.state.acquired(None if epoch is None else int(epoch), sent, standbys)
                 return self.state.epoch
 
     def renew(self) -> bool:
@@ -248,16 +292,19 @@ class Lease:
                 return False
             try:
                 ok = bool(self._call("SELECT leader_renew(%s, %s, %s)", (epoch, self.timing.lease_s, self.holder)))
+                standbys = int(self._call(_STANDBYS, (self.holder, self.timing.lease_s))) if ok else 0
             except psycopg.OperationalError:
                 with self._mu:
                     self.state.unanswered(sent)
                 return False
             with self._mu:
-                return self.state.renewed(ok, sent) is Role.LEAD and ok
+                return self.state.renewed(ok, sent, standbys) is Role.LEAD and ok
 
-    def release(self) -> bool:
+    def release(self, *, bar_s: float | None = None) -> bool:
         """Step down: the lease ends now so a standby takes over at once. The caller stops
-        streaming and writing first. True when the database still had this epoch live."""
+        streaming and writing first. True when the database still had this epoch live.
+        `bar_s`: how long this holder may not acquire again (default two leases, so a standby
+        wins; 0 for a clean stop, after which this node may lead again as soon as it restarts)."""
         with self._io:
             with self._mu:
                 epoch = self.state.epoch
@@ -265,7 +312,8 @@ class Lease:
             if epoch is None:
                 return False
             try:
-                return bool(self._call("SELECT leader_release(%s, %s)", (epoch, self.holder)))
+                bar = STEP_DOWN_BAR_LEASES * self.timing.lease_s if bar_s is None else bar_s
+                return bool(self._call("SELECT leader_release(%s, %s, %s)", (epoch, self.holder, bar)))
             except psycopg.OperationalError:
                 return False  # it lapses by itself within the lease
 

@@ -26,8 +26,14 @@ CREATE TABLE IF NOT EXISTS collector_leader (
     holder      text,                        -- COLLECTOR_NODE_NAME of the leader (host by default)
     since       timestamptz,                 -- when this epoch began
     expires_at  timestamptz,                 -- database clock; the lease is live while now < this
-    renewed_at  timestamptz
+    renewed_at  timestamptz,
+    -- Step-down: the holder that released may not acquire again before barred_until (2 x lease),
+    -- so `ig-collector step-down` really moves leadership instead of winning it straight back.
+    barred_holder text,
+    barred_until  timestamptz
 );
+ALTER TABLE collector_leader ADD COLUMN IF NOT EXISTS barred_holder text,
+                             ADD COLUMN IF NOT EXISTS barred_until timestamptz;
 INSERT INTO collector_leader (id) VALUES (true) ON CONFLICT (id) DO NOTHING;
 
 -- One row per epoch: who led, from when, until when and why it ended. `until` is NULL while the
@@ -45,6 +51,20 @@ CREATE TABLE IF NOT EXISTS leader_history (
     CHECK ((until IS NULL) = (end_reason IS NULL))
 );
 
+-- Collectors that asked for the lease and were refused: the standbys. A leader cut off from the
+-- database keeps streaming and buffering when it saw none at its last renewal (nobody can take
+-- over, and a newcomer's epoch would still fence it), and yields when it saw one (it will take over).
+CREATE TABLE IF NOT EXISTS collector_standbys (
+    holder  text PRIMARY KEY,
+    seen_at timestamptz NOT NULL
+);
+
+CREATE OR REPLACE FUNCTION leader_standbys(p_holder text, p_within_s double precision) RETURNS integer
+LANGUAGE sql STABLE AS $$
+    SELECT count(*)::integer FROM collector_standbys
+     WHERE holder IS DISTINCT FROM p_holder AND seen_at > clock_timestamp() - make_interval(secs => p_within_s)
+$$;
+
 -- Takes the lease if it is free or expired: returns the new epoch, or NULL while another holds a
 -- live lease (the same holder name included: two processes under one name must not both lead).
 CREATE OR REPLACE FUNCTION leader_acquire(p_holder text, p_lease_s double precision) RETURNS bigint
@@ -60,7 +80,13 @@ BEGIN
     -- A standby polls this every second: answer "held" without a row lock, so polling never
     -- queues the leader's fences behind a FOR UPDATE.
     IF EXISTS (SELECT 1 FROM collector_leader WHERE id AND epoch > 0 AND expires_at > clock_timestamp()) THEN
+        INSERT INTO collector_standbys (holder, seen_at) VALUES (p_holder, clock_timestamp())
+            ON CONFLICT (holder) DO UPDATE SET seen_at = EXCLUDED.seen_at;
         RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM collector_leader
+                WHERE id AND barred_holder = p_holder AND barred_until > clock_timestamp()) THEN
+        RETURN NULL;                             -- it stepped down: another takes over first
     END IF;
     -- FOR UPDATE waits for every open fenced transaction (FOR KEY SHARE) of the current epoch.
     SELECT * INTO cur FROM collector_leader WHERE id FOR UPDATE;
@@ -72,6 +98,7 @@ BEGIN
        SET until = GREATEST(since, cur.expires_at),
            end_reason = CASE WHEN holder = p_holder THEN 'expired' ELSE 'taken_over' END
      WHERE epoch = cur.epoch AND until IS NULL;
+    DELETE FROM collector_standbys WHERE holder = p_holder;
     UPDATE collector_leader
        SET epoch = cur.epoch + 1, holder = p_holder, since = v_now, renewed_at = v_now,
            expires_at = v_now + make_interval(secs => p_lease_s)
@@ -80,9 +107,9 @@ BEGIN
     RETURN cur.epoch + 1;
 END $$;
 
--- Extends the lease by p_lease_s from now, only if p_epoch is current and not yet expired: a
--- lapsed lease is never revived, even when nobody took it (the holder must acquire again, and
--- so gets a new epoch that fences whatever its old self still had in flight).
+-- Extends the lease by p_lease_s from now while p_epoch is current, expired or not: an expired
+-- lease nobody took means nobody else wrote (a takeover bumps the epoch), so the leader that
+-- lost the database for a while, with no standby to take over, goes on where it was.
 CREATE OR REPLACE FUNCTION leader_renew(p_epoch bigint, p_lease_s double precision, p_holder text DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql AS $$
@@ -93,18 +120,25 @@ BEGIN
     END IF;
     UPDATE collector_leader
        SET expires_at = clock_timestamp() + make_interval(secs => p_lease_s), renewed_at = clock_timestamp()
-     WHERE id AND epoch = p_epoch AND expires_at > clock_timestamp() AND (p_holder IS NULL OR holder = p_holder);
+     WHERE id AND epoch = p_epoch AND (p_holder IS NULL OR holder = p_holder)
+       AND NOT COALESCE(barred_holder = holder AND barred_until >= expires_at, false);  -- released
     RETURN FOUND;
 END $$;
 
 -- Step-down: the lease ends now, so a standby's next acquire succeeds at once (it still waits
 -- for this epoch's open fenced transactions). Returns false when p_epoch was no longer live.
-CREATE OR REPLACE FUNCTION leader_release(p_epoch bigint, p_holder text DEFAULT NULL) RETURNS boolean
+-- The holder is barred from acquiring for p_bar_s (the caller passes 2 x lease) so a standby
+-- wins; a lone collector simply leads again once the bar lapses.
+DROP FUNCTION IF EXISTS leader_release(bigint, text);  -- before the bar (p_bar_s) was added
+CREATE OR REPLACE FUNCTION leader_release(p_epoch bigint, p_holder text DEFAULT NULL,
+                                          p_bar_s double precision DEFAULT 0) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
 BEGIN
-    UPDATE collector_leader SET expires_at = v_now
+    UPDATE collector_leader
+       SET expires_at = v_now, barred_holder = holder,
+           barred_until = v_now + make_interval(secs => GREATEST(COALESCE(p_bar_s, 0), 0))
      WHERE id AND epoch = p_epoch AND expires_at > v_now AND (p_holder IS NULL OR holder = p_holder);
     IF NOT FOUND THEN
         RETURN false;
@@ -115,17 +149,21 @@ BEGIN
 END $$;
 
 -- First statement of every collector write transaction. Raises SQLSTATE 'IGL01' ("not the
--- leader", class IG = this project) unless p_epoch is current and its lease live; otherwise holds
--- the row FOR KEY SHARE until commit, which makes any takeover wait for this transaction.
+-- leader", class IG = this project) unless p_epoch (and holder) is current; otherwise holds the
+-- row FOR KEY SHARE until commit, which makes any takeover wait for this transaction. Expiry is
+-- not checked: only a takeover ends an epoch's right to write, and a takeover bumps the epoch.
 CREATE OR REPLACE FUNCTION leader_fence(p_epoch bigint, p_holder text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     cur collector_leader;
 BEGIN
+    -- A leader frozen (SIGSTOP) inside this transaction would hold the row lock below for as
+    -- long as it stays frozen, and no takeover could happen: the server ends such a session.
+    PERFORM set_config('idle_in_transaction_session_timeout', '2s', true);
     SELECT * INTO cur FROM collector_leader WHERE id FOR KEY SHARE;
     IF p_epoch IS NULL OR p_epoch < 1 OR cur.epoch IS DISTINCT FROM p_epoch
        OR (p_holder IS NOT NULL AND cur.holder IS DISTINCT FROM p_holder)
-       OR cur.expires_at IS NULL OR clock_timestamp() >= cur.expires_at THEN
+       OR COALESCE(cur.barred_holder = cur.holder AND cur.barred_until >= cur.expires_at, false) THEN
         RAISE EXCEPTION 'not the leader: epoch % of % is fenced (current epoch %, holder %, expires %)',
             p_epoch, COALESCE(p_holder, '?'), cur.epoch, cur.holder, cur.expires_at
             USING ERRCODE = 'IGL01',
@@ -193,13 +231,15 @@ SELECT f.xid, f.epoch, f.logged_at, n.epoch AS next_epoch, n.since AS next_since
 -- For `ig-collector status` and Grafana: who leads, since when, and whether the lease is live.
 CREATE OR REPLACE VIEW collector_leadership AS
 SELECT holder, epoch, since, expires_at, renewed_at,
-       COALESCE(expires_at > now(), false) AS alive
+       COALESCE(expires_at > now(), false) AS alive, barred_holder, barred_until
   FROM collector_leader;
 
 GRANT SELECT, UPDATE ON collector_leader TO collector;   -- UPDATE: the row locks need it
 GRANT SELECT, INSERT, UPDATE ON leader_history, flush_log TO collector;
+GRANT SELECT, INSERT, UPDATE, DELETE ON collector_standbys TO collector;
+GRANT EXECUTE ON FUNCTION leader_standbys(text, double precision) TO collector;
 GRANT EXECUTE ON FUNCTION leader_acquire(text, double precision), leader_renew(bigint, double precision, text),
-    leader_release(bigint, text), leader_fence(bigint, text),
+    leader_release(bigint, text, double precision), leader_fence(bigint, text),
     leader_flush(bigint, text[], timestamptz, timestamptz, text) TO collector;
 GRANT SELECT ON collector_leadership, leader_history, leader_overlaps, candle_writers TO collector, grafana_reader;
 GRANT SELECT ON collector_leadership TO trading_bot;

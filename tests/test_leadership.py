@@ -32,7 +32,8 @@ def lease_db(db: psycopg.Connection) -> Iterator[psycopg.Connection]:
     empties the market tables)."""
     db.execute("TRUNCATE leader_history, flush_log")
     db.execute(
-        "UPDATE collector_leader SET epoch = 0, holder = NULL, since = NULL, expires_at = NULL, renewed_at = NULL"
+        "UPDATE collector_leader SET epoch = 0, holder = NULL, since = NULL, expires_at = NULL, renewed_at = NULL, "
+        "barred_holder = NULL, barred_until = NULL"
     )
     yield db
 
@@ -97,11 +98,24 @@ def test_renew_is_refused_after_takeover(lease_db: psycopg.Connection) -> None:
     assert lease_db.execute("SELECT holder, epoch FROM collector_leader").fetchone() == ("host-b", 2)
 
 
-def test_renew_does_not_revive_a_lapsed_lease_nobody_took(lease_db: psycopg.Connection) -> None:
+def test_renew_extends_a_lapsed_lease_nobody_took(lease_db: psycopg.Connection) -> None:
     _acquire(lease_db, "host-a", SHORT)
     time.sleep(SHORT + 0.05)
+    assert _renew(lease_db, 1) is True
+    assert lease_db.execute("SELECT epoch, alive FROM collector_leadership").fetchone() == (1, True)
+
+
+def test_renew_is_refused_after_the_holder_released(lease_db: psycopg.Connection) -> None:
+    _acquire(lease_db, "host-a", 60.0)
+    lease_db.execute("SELECT leader_release(1)")
     assert _renew(lease_db, 1) is False
-    assert lease_db.execute("SELECT alive FROM collector_leadership").fetchone() == (False,)
+
+
+def test_a_refused_acquire_records_its_caller_as_a_standby(lease_db: psycopg.Connection) -> None:
+    _acquire(lease_db, "host-a", 60.0)
+    assert _acquire(lease_db, "host-b") is None
+    assert lease_db.execute("SELECT leader_standbys('host-a', 10)").fetchone() == (1,)
+    assert lease_db.execute("SELECT leader_standbys('host-b', 10)").fetchone() == (0,)
 
 
 def test_release_lets_another_acquire_at_once(lease_db: psycopg.Connection) -> None:
@@ -163,9 +177,15 @@ def test_fence_refuses_a_stale_epoch_with_its_own_sqlstate(lease_db: psycopg.Con
     assert is_fenced(err)
 
 
-def test_fence_refuses_an_expired_lease_nobody_took(lease_db: psycopg.Connection) -> None:
+def test_fence_accepts_an_expired_lease_nobody_took(lease_db: psycopg.Connection) -> None:
     _acquire(lease_db, "host-a", SHORT)
     time.sleep(SHORT + 0.05)
+    lease_db.execute("SELECT leader_fence(1)")
+
+
+def test_fence_refuses_a_released_epoch(lease_db: psycopg.Connection) -> None:
+    _acquire(lease_db, "host-a", 60.0)
+    lease_db.execute("SELECT leader_release(1)")
     assert _fence_error(lease_db, 1).sqlstate == "IGL01"
 
 
@@ -176,6 +196,7 @@ def test_fence_refuses_before_anyone_ever_led(lease_db: psycopg.Connection) -> N
 def test_fence_aborts_the_write_transaction(lease_db: psycopg.Connection, db_url: str) -> None:
     _acquire(lease_db, "host-a", SHORT)
     time.sleep(SHORT + 0.05)
+    _acquire(lease_db, "host-b")
     with psycopg.connect(db_url) as w:
         with pytest.raises(psycopg.Error) as err, w.transaction():
             fence(w, 1)
@@ -414,25 +435,38 @@ def test_state_leads_after_acquire_and_stands_by_when_refused() -> None:
 
 def test_state_gives_up_before_the_database_could_expire_the_lease() -> None:
     s = LeaderState(LeaseTiming(lease_s=10.0))
-    s.acquired(1, 100.0)  # the database's expiry is at least 100 + 10 on a clock of the same rate
+    s.acquired(1, 100.0, standbys=1)  # the database's expiry is at least 100 + 10 on a clock of the same rate
     assert s.tick(107.999) is Role.LEAD
     assert s.tick(108.0) is Role.LOST
 
 
 def test_state_counts_trust_from_when_the_renew_was_sent_not_answered() -> None:
     s = LeaderState(LeaseTiming(lease_s=10.0))
-    s.acquired(1, 100.0)
-    s.renewed(True, 103.0)  # answered at 107, say: trust still ends at 103 + 8
+    s.acquired(1, 100.0, standbys=1)
+    s.renewed(True, 103.0, standbys=1)  # answered at 107, say: trust still ends at 103 + 8
     assert s.trusted_until == 111.0
     assert s.tick(111.0) is Role.LOST
 
 
 def test_state_unanswered_renewals_keep_leading_until_the_trust_runs_out() -> None:
     s = LeaderState(LeaseTiming(lease_s=10.0))
-    s.acquired(1, 100.0)
+    s.acquired(1, 100.0, standbys=1)
     assert s.unanswered(103.4) is Role.LEAD
     assert s.unanswered(106.7) is Role.LEAD
     assert s.unanswered(108.0) is Role.LOST
+
+
+def test_state_with_no_standby_keeps_leading_while_the_database_is_away() -> None:
+    s = LeaderState(LeaseTiming(lease_s=10.0))
+    s.acquired(1, 100.0, standbys=0)
+    assert s.unanswered(130.0) is Role.LEAD
+    assert s.renewed(True, 160.0) is Role.LEAD
+
+
+def test_state_with_no_standby_is_lost_when_the_database_refuses_the_renewal() -> None:
+    s = LeaderState(LeaseTiming(lease_s=10.0))
+    s.acquired(1, 100.0, standbys=0)
+    assert s.renewed(False, 130.0) is Role.LOST
 
 
 def test_state_refused_renewal_is_lost_at_once() -> None:
@@ -443,7 +477,7 @@ def test_state_refused_renewal_is_lost_at_once() -> None:
 
 def test_state_resumed_after_a_freeze_is_lost_before_its_first_renewal() -> None:
     s = LeaderState(LeaseTiming(lease_s=10.0))
-    s.acquired(1, 100.0)
+    s.acquired(1, 100.0, standbys=1)
     # SIGSTOP at 101, SIGCONT at 130: the monotonic clock ran on while frozen.
     assert s.leads(130.0) is False
     assert s.renewed(True, 130.0) is Role.LOST
@@ -451,7 +485,7 @@ def test_state_resumed_after_a_freeze_is_lost_before_its_first_renewal() -> None
 
 def test_state_renewal_sent_after_the_trust_ended_does_not_revive_it() -> None:
     s = LeaderState(LeaseTiming(lease_s=10.0))
-    s.acquired(1, 100.0)
+    s.acquired(1, 100.0, standbys=1)
     assert s.renewed(True, 108.5) is Role.LOST
 
 
@@ -478,6 +512,9 @@ def test_lease_leads_property_follows_the_monotonic_clock(lease_db: psycopg.Conn
     clock = Clock()
     with Lease(db_url, node_name="host-a", lease_s=10.0, clock=clock) as a:
         assert a.try_acquire() == 1
+        with Lease(db_url, node_name="host-b", lease_s=10.0) as b:
+            assert b.try_acquire() is None  # a standby: host-a must yield when its trust runs out
+        assert a.renew() is True
         clock.t += 7.9
         assert a.leads is True
         clock.t += 0.1
@@ -494,3 +531,56 @@ def test_is_fenced_reads_the_sqlstate_through_exception_chains(lease_db: psycopg
         assert is_fenced(outer) is True
     assert is_fenced(NotLeader("standby")) is True
     assert is_fenced(psycopg.errors.UniqueViolation("duplicate")) is False
+
+
+def test_a_holder_that_stepped_down_cannot_acquire_during_its_bar(lease_db: psycopg.Connection) -> None:
+    assert _acquire(lease_db, "host-a") == 1
+    assert lease_db.execute("SELECT leader_release(1, 'host-a', 60)").fetchone() == (True,)
+    assert _acquire(lease_db, "host-a") is None
+
+
+def test_another_holder_acquires_at_once_after_a_step_down(lease_db: psycopg.Connection) -> None:
+    assert _acquire(lease_db, "host-a") == 1
+    lease_db.execute("SELECT leader_release(1, 'host-a', 60)")
+    assert _acquire(lease_db, "host-b") == 2
+
+
+def test_a_stepped_down_holder_acquires_again_once_its_bar_lapses(lease_db: psycopg.Connection) -> None:
+    assert _acquire(lease_db, "host-a") == 1
+    lease_db.execute("SELECT leader_release(1, 'host-a', 0.2)")
+    time.sleep(0.3)
+    assert _acquire(lease_db, "host-a") == 2
+
+
+def test_lease_release_bars_its_holder_for_two_leases(lease_db: psycopg.Connection, db_url: str) -> None:
+    with Lease(db_url, node_name="host-a", lease_s=5.0) as a:
+        a.try_acquire()
+        a.release()
+        bar = lease_db.execute(
+            "SELECT barred_holder, round(extract(epoch FROM barred_until - expires_at)) FROM collector_leader"
+        ).fetchone()
+    assert bar == ("host-a", 10)
+
+
+def test_a_release_without_bar_lets_its_holder_lead_again_at_once(lease_db: psycopg.Connection, db_url: str) -> None:
+    with Lease(db_url, node_name="host-a", lease_s=5.0) as a:
+        a.try_acquire()
+        a.release(bar_s=0)
+        assert a.try_acquire() == 2
+
+
+def test_a_fenced_transaction_left_idle_is_ended_so_a_takeover_is_not_blocked(
+    lease_db: psycopg.Connection, db_url: str
+) -> None:
+    """A leader frozen (SIGSTOP) inside its write transaction keeps its TCP connection, so only
+    the server can release the row lock the takeover waits for."""
+    _acquire(lease_db, "host-a", SHORT)
+    frozen = psycopg.connect(db_url)
+    try:
+        frozen.execute("SELECT leader_fence(1)")  # a transaction opened, then the process froze
+        time.sleep(2.5)
+        assert _acquire(lease_db, "host-b") == 2
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            frozen.execute("SELECT 1")
+    finally:
+        frozen.close()
