@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "backfill": "collector.backfill",
     "simulator": "collector.simulator.cli",
     "status": "collector.status",
+    "step-down": "collector.step_down",
     "audit": "collector.audit",
     "import": "collector.importer",
     "export": "collector.exporter",

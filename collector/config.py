@@ -10,6 +10,7 @@ Secrets are `SecretStr`: they print as `**********` in reprs and logs.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -169,6 +170,14 @@ class Settings(BaseSettings):
         default="auto", validation_alias=AliasChoices("COLLECTOR_LOG_FORMAT", "log_format")
     )
 
+    # --- leadership (docs/design.md, "Leadership and fencing") -------------------------------
+    # Every `ig-collector run` against one database takes part in the election; the name must be
+    # unique per collector (it is the holder the database fences with).
+    node_name: str | None = Field(
+        default=None, min_length=1, validation_alias=AliasChoices("COLLECTOR_NODE_NAME", "node_name")
+    )
+    lease_s: float = Field(default=10.0, ge=3, le=120, validation_alias=AliasChoices("COLLECTOR_LEASE_S", "lease_s"))
+
     # "system" in production; a linear clock ("linear:origin_ms=..,wall_origin_ms=..,speed=..")
     # runs the collector on a market clock that is not the wall's (a fast simulated market).
     clock: str = Field(default="system", validation_alias=AliasChoices("COLLECTOR_CLOCK", "clock"))
@@ -292,6 +301,11 @@ class Settings(BaseSettings):
     @property
     def rest_url(self) -> str:
         return self.ig_api_url or IG_URLS[self.ig_acc_type]
+
+    @property
+    def node(self) -> str:
+        """This collector's name in the election: COLLECTOR_NODE_NAME, else the host name."""
+        return self.node_name or socket.gethostname()
 
     def epic(self, pair: str) -> str:
         return fx.epic_for(pair, self.ig_epic_suffix)

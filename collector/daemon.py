@@ -9,6 +9,9 @@ Threads and who owns what:
   collector.gaps);
 - the writer thread commits ticks and candles (collector.store);
 - the repair thread replaces flagged buckets from REST once they close (collector.repairs);
+- before any of them, the main thread stands by until this collector holds the lease
+  (collector.standby); the lease thread then renews it, and a lost lease or a fenced write
+  re-executes the process as a standby;
 - the main thread prepares the database (collector.startup), then supervises: login, connect,
   reconnect with backoff and jitter, the tick-age watchdog (collector.supervisor), token
   keep-alive, systemd notify, metrics (collector.daemon_metrics), maintenance, shutdown.
@@ -25,6 +28,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from . import __version__, logs
 from .audit import AuditLoop
@@ -35,10 +39,13 @@ from .daemon_metrics import MetricsSync, record_flush
 from .db import TimescaleInfo
 from .gaps import GapTracker
 from .ig_rest import EpicUnavailable, LoginFailed, RestClient, RestError
+from .leadership import Fence, Lease, is_fenced
 from .metrics import Metrics
+from .migrate import migrate
 from .pipeline import Pipeline
 from .repairs import SETTLE_MS, PartialAwareSink, RepairBook, RepairWorker
 from .spool import FlagSpool
+from .standby import LeaseKeeper, Standby, stand_by_again
 from .startup import Startup, check_epics, run_maintenance
 from .store import Writer, WriterThread
 from .supervisor import StreamSupervisor
@@ -59,9 +66,24 @@ EXIT_EPIC_UNAVAILABLE = 2  # a configuration error (IG_EPIC_SUFFIX): no retry ca
 class Daemon:
     """Builds the parts with their dependencies, runs them, and stops them in order."""
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        fence: Fence | None = None,
+        on_fenced: Callable[[BaseException], None] | None = None,
+        stopping: threading.Event | None = None,
+    ) -> None:
+        """`fence`: the leader's token, handed to every part that writes (None: no election, as
+        in tests that run the daemon in-process). `on_fenced`: what to do, once, when a write is
+        refused because this process no longer leads (main: re-execute as a standby)."""
         settings.require("database_url", "ig_username", "ig_password", "ig_api_key")
         self.settings = settings
+        self.fence = fence
+        self._on_fenced = on_fenced
+        self._fenced_once = threading.Lock()
         self.url: str = settings.database_url  # type: ignore[assignment]
         self.clock = clock or make_clock(settings.clock, settings.ig_api_url)
         now_ms = self.clock.now_ms
@@ -70,18 +92,20 @@ class Daemon:
         with contextlib.suppress(ValueError):  # already tracked by a registry shared in tests
             self.metrics.track_period_spend(self.url)
         self.notifier = Notifier()
-        self.stopping = threading.Event()
+        self.stopping = stopping or threading.Event()
         self.writer = Writer.from_settings(
-            settings, self.url, on_flush=functools.partial(record_flush, self.metrics), wall_ms=now_ms
+            settings, self.url, on_flush=functools.partial(record_flush, self.metrics), wall_ms=now_ms, fence=fence
         )
         self.book = RepairBook(self.writer)  # flags become durable with the candles they concern
         self.spool = FlagSpool(settings.spool_dir)
         self.writer_thread = WriterThread.from_settings(self.writer, settings)
+        self.writer_thread.on_fenced = self.fenced
         self.pipeline = Pipeline(settings, PartialAwareSink(self.writer, self.book))
         self.repairs = RepairWorker(
             settings, self.url, self.book, self.metrics, now_ms,
             lambda: RestClient(settings, "collector", db_url=self.url, now_ms=now_ms, budget_on_clock=True),
             settle_ms=max(SETTLE_MS, settings.lateness_ms),  # a REST candle must not pre-empt a late tick
+            fence=fence, on_fenced=self.fenced,
         )  # fmt: skip
         self.gaps = GapTracker(
             settings.pairs, settings.timeframes, repair_horizon_ms=int(settings.backfill_max_age_s * 1000)
@@ -101,6 +125,7 @@ class Daemon:
             settings, self.url, writer=self.writer, pipeline=self.pipeline, book=self.book, spool=self.spool,
             gaps=self.gaps, metrics=self.metrics, notifier=self.notifier, now_ms=now_ms, stopping=self.stopping,
             release_memory=lambda: _release_freed_memory(),  # looked up at call time: the memory probe wraps it
+            fence=fence,
         )  # fmt: skip
         self.metrics_sync = MetricsSync(
             self.metrics, settings, consumer=self.consumer, gaps=self.gaps, aggregator=self.pipeline.aggregator,
@@ -110,7 +135,26 @@ class Daemon:
         self._unhealthy_logged = False  # a dead worker thread is logged once, not every second
 
     # --- main loop ------------------------------------------------------------------------------
+    def fenced(self, e: BaseException) -> None:
+        """A write was refused because this process no longer leads: stop at once, write nothing."""
+        if not self._fenced_once.acquire(blocking=False):
+            return
+        log.error("a write was fenced: this collector no longer leads", extra={"error": str(e)})
+        if self._on_fenced is not None:
+            self._on_fenced(e)
+        else:
+            self.stopping.set()
+
     def run(self) -> int:
+        try:
+            return self._run()
+        except Exception as e:
+            if not is_fenced(e):
+                raise
+            self.fenced(e)
+            return 0
+
+    def _run(self) -> int:
         self.metrics.set_stream_state(StreamState.STOPPED)
         self.edition = self.startup.prepare_database()
         if self.stopping.is_set():
@@ -128,7 +172,7 @@ class Daemon:
     def _check_epics(self) -> int | None:
         """The exit code when the configured epics cannot work for this account; None to go on."""
         try:
-            check_epics(self.rest, self.url, self.epics, self.settings.ig_epic_suffix)
+            check_epics(self.rest, self.url, self.epics, self.settings.ig_epic_suffix, self.fence)
         except EpicUnavailable as e:
             log.error("epic check failed", extra={"error": str(e)})
             return EXIT_EPIC_UNAVAILABLE
@@ -177,7 +221,7 @@ class Daemon:
             log.error("a worker thread died; withholding the systemd watchdog ping so the unit restarts")
 
     def _maintenance(self) -> None:
-        run_maintenance(self.url, self.edition, self.settings.ticks_retention)
+        run_maintenance(self.url, self.edition, self.settings.ticks_retention, self.fence)
 
     def _shutdown(self) -> int:
         log.info("stopping: flushing forming candles")
@@ -247,17 +291,37 @@ def main(args: argparse.Namespace) -> int:
     quiet.disabled = False
     settings = load_settings(getattr(args, "config", None))
     logs.setup(args.log_level or settings.log_level, settings.log_format)
-    daemon = Daemon(settings)
+    settings.require("database_url", "ig_username", "ig_password", "ig_api_key")
+    url: str = settings.database_url  # type: ignore[assignment]
+    metrics = Metrics()
+    stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: daemon.stop())
-    server, _ = daemon.metrics.serve(settings.metrics_host, settings.metrics_port)
+        signal.signal(sig, lambda *_: stopping.set())
+    server, _ = metrics.serve(settings.metrics_host, settings.metrics_port)
     log.info(
         "collector starting",
         extra={"version": __version__, "pairs": len(settings.pairs), "timeframes": ",".join(settings.timeframes),
-               "metrics": f"{settings.metrics_host}:{settings.metrics_port}"},
+               "metrics": f"{settings.metrics_host}:{settings.metrics_port}", "node": settings.node},
     )  # fmt: skip
+    lease = Lease(url, node_name=settings.node, lease_s=settings.lease_s)
+    lost = functools.partial(_lost, metrics)
     try:
-        return daemon.run()
+        fence = Standby(url, lease, metrics, Notifier(), stopping, prepare=lambda: migrate(url, settings),
+                        retry_max_s=settings.db_retry_max_s).wait()  # fmt: skip
+        if fence is None:
+            return 0
+        keeper = LeaseKeeper(lease, lambda why: lost()).start()
+        daemon = Daemon(settings, metrics=metrics, fence=fence, on_fenced=lambda e: lost(), stopping=stopping)
+        code = daemon.run()
+        keeper.stop()
+        if not stopping.is_set() or code:
+            return code
+        lease.release()  # a clean stop hands over at once instead of after the lease
+        return code
     finally:
         with contextlib.suppress(Exception):
             server.shutdown()  # type: ignore[attr-defined]
+
+
+def _lost(metrics: Metrics) -> None:
+    stand_by_again(metrics)

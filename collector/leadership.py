@@ -23,6 +23,7 @@ import psycopg
 FENCED_SQLSTATE = "IGL01"  # raised by leader_fence: "not the leader" (class IG = this project)
 FENCE_SQL = "SELECT leader_fence(%s, %s)"  # epoch, holder: first statement of every write transaction
 FLUSH_SQL = "SELECT leader_flush(%s, %s, %s, %s, %s)"  # fence + flush_log row: epoch, pairs, from, to, holder
+STEP_DOWN_BAR_LEASES = 2  # a holder that stepped down may not acquire again for this many leases
 
 
 class NotLeader(RuntimeError):
@@ -47,6 +48,36 @@ def fence(conn: psycopg.Connection, epoch: int, holder: str | None = None) -> No
     Pass the holder: after a database failover that lost an acquire, an epoch NUMBER can be
     handed out twice (sql/012_leadership.sql)."""
     conn.execute(FENCE_SQL, (epoch, holder))
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The leader's token, handed to every part that writes: `fence(conn)` opens a write
+    transaction's proof of leadership, `flush(...)` also logs the writer (flush_log). `trusted`
+    is the local clock's word (Lease.leads): a lease this process can no longer vouch for is
+    refused before the database is even asked."""
+
+    epoch: int
+    holder: str
+    trusted: Callable[[], bool] = lambda: True
+
+    def check(self) -> None:
+        if not self.trusted():
+            raise NotLeader(f"{self.holder} can no longer trust its lease of epoch {self.epoch}")
+
+    def __call__(self, conn: psycopg.Connection[Any] | psycopg.Cursor[Any]) -> None:
+        self.check()
+        conn.execute(FENCE_SQL, (self.epoch, self.holder))
+
+    def flush(
+        self,
+        conn: psycopg.Connection[Any] | psycopg.Cursor[Any],
+        pairs: list[str],
+        from_time: object | None,
+        to_time: object | None,
+    ) -> None:
+        self.check()
+        conn.execute(FLUSH_SQL, (self.epoch, pairs, from_time, to_time, self.holder))
 
 
 def default_node_name() -> str:
@@ -265,7 +296,8 @@ class Lease:
             if epoch is None:
                 return False
             try:
-                return bool(self._call("SELECT leader_release(%s, %s)", (epoch, self.holder)))
+                bar = STEP_DOWN_BAR_LEASES * self.timing.lease_s
+                return bool(self._call("SELECT leader_release(%s, %s, %s)", (epoch, self.holder, bar)))
             except psycopg.OperationalError:
                 return False  # it lapses by itself within the lease
 

@@ -216,6 +216,11 @@ class Metrics:
         self.audit_last_run = Gauge(
             f"{p}_audit_last_run_timestamp_seconds", "When the collector last audited its database", registry=r
         )
+        self.leader = Gauge(f"{p}_leader", "1 while this collector holds the lease and streams", registry=r)
+        self.leader_changes = Counter(
+            f"{p}_leader_changes", "Times this process became leader or stopped leading", registry=r
+        )
+        self.leader_epoch = Gauge(f"{p}_leader_epoch", "The epoch this collector leads under (0: none)", registry=r)
         for kind in QUARANTINE_KINDS:
             self.rows_quarantined.labels(kind)
         for cls in AUDIT_CLASSES:

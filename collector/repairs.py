@@ -9,13 +9,14 @@ that a REST candle may replace it. Buckets REST cannot supply are reported, neve
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -26,6 +27,7 @@ from .aggregator import CandleClosed, CandleCorrected, Event
 from .compose import compose
 from .config import Settings
 from .ig_rest import AllowanceExhausted, BudgetExceeded, RestClient, RestError
+from .leadership import Fence, is_fenced
 from .market_hours import market_buckets
 from .metrics import Metrics
 from .models import Candle, Flag
@@ -280,11 +282,17 @@ class RepairWorker:
         rest_factory: Callable[[], RestClient],
         *,
         settle_ms: int = SETTLE_MS,
+        fence: Fence | None = None,
+        on_fenced: Callable[[BaseException], None] | None = None,
     ) -> None:
         """`settle_ms`: how long after a bucket's close (plus grace) before asking REST for it.
         The live daemon waits out the lateness window too: a late tick may still correct the
         bucket, and a REST candle stored earlier would hide that correction (the stream never
-        overwrites a REST row)."""
+        overwrites a REST row).
+
+        `fence`: the leader's token; each write transaction starts with it, so a collector that
+        lost the lease stores nothing it bought (`on_fenced` is told, and the worker stops)."""
+        self.fence, self.on_fenced = fence, on_fenced
         self.settings, self.db_url, self.book, self.metrics, self.now_ms = settings, db_url, book, metrics, now_ms
         self._rest_factory = rest_factory
         self.settle_ms = settle_ms
@@ -314,15 +322,31 @@ class RepairWorker:
                     conn = psycopg.connect(self.db_url, autocommit=True, application_name="ig-collector repairs")
                     self.book.load_open(conn)
                 self.run_once(conn)
-            except psycopg.Error as e:
-                log.warning("repair worker lost the database; retrying", extra={"error": str(e).strip()})
-                conn = None
-            except Exception:
-                log.exception("repair worker failed; retrying")
+            except Exception as e:
+                if is_fenced(e):
+                    log.error("repair write refused: this collector no longer leads", extra={"error": str(e)})
+                    if self.on_fenced is not None:
+                        self.on_fenced(e)
+                    break
+                if isinstance(e, psycopg.Error):
+                    log.warning("repair worker lost the database; retrying", extra={"error": str(e).strip()})
+                    conn = None
+                else:
+                    log.exception("repair worker failed; retrying")
             self._wake.wait(2.0)
             self._wake.clear()
         if conn is not None:
             conn.close()
+
+    @contextlib.contextmanager
+    def _writing(self, conn: psycopg.Connection) -> Iterator[None]:
+        """One fenced write transaction (a plain block when there is no election)."""
+        if self.fence is None:
+            yield
+            return
+        with conn.transaction():
+            self.fence(conn)
+            yield
 
     def pending(self, conn: psycopg.Connection) -> list[tuple[str, str, int, int]]:
         return open_repairs(conn)
@@ -366,6 +390,8 @@ class RepairWorker:
                 raise  # the database is away: the loop reconnects and retries
             self._note_failure(conn, pair, tf, buckets, f"the database refused the REST candles: {e}".strip())
         except Exception as e:  # one group's surprise must not stop every other repair
+            if is_fenced(e):
+                raise  # not the leader: nothing more may be written
             log.exception("repair of one range failed", extra={"pair": pair, "timeframe": tf})
             self._note_failure(conn, pair, tf, buckets, f"{type(e).__name__}: {e}")
         return 0
@@ -391,8 +417,9 @@ class RepairWorker:
                 if (pair, b) not in waiting:
                     to_buy.append(row)
                 continue
-            store_rest(conn, [c], replace_partial=True)
-            _resolve(conn, pair, tf, b, Resolution.COMPOSED)
+            with self._writing(conn):
+                store_rest(conn, [c], replace_partial=True)
+                _resolve(conn, pair, tf, b, Resolution.COMPOSED)
             self.book.resolved(pair, tf, b)
             self.metrics.repairs.labels(Resolution.COMPOSED).inc()
             done += 1
@@ -404,8 +431,9 @@ class RepairWorker:
     def _give_up_unserved(self, conn: psycopg.Connection, rows: list[tuple[str, str, int, int]]) -> int:
         """Buckets of a timeframe with backfill off (COLLECTOR_BACKFILL_TIMEFRAMES): nothing will
         ever repair them, so they are reported as unrecoverable at once instead of waiting."""
-        for pair, tf, b, _attempts in rows:
-            self._declare_unrecoverable(conn, pair, tf, b, "backfill is off for this timeframe")
+        with self._writing(conn):
+            for pair, tf, b, _attempts in rows:
+                self._declare_unrecoverable(conn, pair, tf, b, "backfill is off for this timeframe")
         if rows:
             log.warning(
                 "partial buckets of timeframes without backfill reported as unrecoverable",
@@ -418,6 +446,8 @@ class RepairWorker:
             self._rest = self._rest_factory()
         start, end = buckets[0][0], buckets[-1][0]
         self._pacer.wait_turn()
+        if self.fence is not None:
+            self.fence.check()  # a collector that lost the lease buys nothing it could not store
         try:
             candles = self._rest.fetch_candles(pair, tf, start, end, purpose="repair")
         except AllowanceExhausted as e:
@@ -440,19 +470,20 @@ class RepairWorker:
             self.metrics.rest_total.set(st.total)
         got = {c.bucket_ms for c in candles}
         invalid = dict(self._rest.invalid_buckets)
-        store_rest(conn, candles, replace_partial=True)
-        with conn.transaction():
+        with self._writing(conn):
+            store_rest(conn, candles, replace_partial=True)
+            with conn.transaction():
+                for b, _ in buckets:
+                    _resolve(conn, pair, tf, b, Resolution.REST if b in got else Resolution.EMPTY)
             for b, _ in buckets:
-                _resolve(conn, pair, tf, b, Resolution.REST if b in got else Resolution.EMPTY)
-        for b, _ in buckets:
-            self.book.resolved(pair, tf, b)
-            if b in invalid:  # counted as unrecoverable there
-                self._report_invalid(conn, pair, tf, b, invalid[b])
-                continue
-            outcome = Resolution.REST if b in got else Resolution.EMPTY
-            self.metrics.repairs.labels(outcome).inc()
-            if outcome == Resolution.EMPTY:
-                self._report_empty(conn, pair, tf, b)
+                self.book.resolved(pair, tf, b)
+                if b in invalid:  # counted as unrecoverable there
+                    self._report_invalid(conn, pair, tf, b, invalid[b])
+                    continue
+                outcome = Resolution.REST if b in got else Resolution.EMPTY
+                self.metrics.repairs.labels(outcome).inc()
+                if outcome == Resolution.EMPTY:
+                    self._report_empty(conn, pair, tf, b)
         self.metrics.candles_written.labels(tf, CandleKind.REST).inc(len(candles))
         log.info(
             "repaired from REST",
@@ -489,6 +520,11 @@ class RepairWorker:
 
     def _note_failure(self, conn: psycopg.Connection, pair: str, tf: str, buckets: list[tuple[int, int]],
                       error: str) -> None:  # fmt: skip
+        with self._writing(conn):
+            self._count_failures(conn, pair, tf, buckets, error)
+
+    def _count_failures(self, conn: psycopg.Connection, pair: str, tf: str, buckets: list[tuple[int, int]],
+                        error: str) -> None:  # fmt: skip
         for b, attempts in buckets:
             final = attempts + 1 >= MAX_ATTEMPTS
             _count_failure(conn, pair, tf, b, error, final=final)

@@ -22,6 +22,7 @@ from .config import Settings
 from .db import TimescaleInfo
 from .gaps import GapTracker
 from .ig_rest import RestClient
+from .leadership import Fence
 from .metrics import Metrics
 from .migrate import migrate
 from .models import Flag
@@ -53,9 +54,12 @@ class Startup:
         now_ms: Callable[[], int],
         stopping: threading.Event,
         release_memory: Callable[[], None],
+        fence: Fence | None = None,
     ) -> None:
         """`release_memory`: the resume state is the largest burst of the process's life; its
-        pages go back to the OS as soon as it is dropped."""
+        pages go back to the OS as soon as it is dropped. `fence`: the leader's token, which
+        opens the start-up's write transaction (None: no election, as in tests)."""
+        self.fence = fence
         self.settings, self.url = settings, url
         self.writer, self.pipeline, self.book, self.spool, self.gaps = writer, pipeline, book, spool, gaps
         self.metrics, self.notifier, self.now_ms, self.stopping = metrics, notifier, now_ms, stopping
@@ -92,6 +96,8 @@ class Startup:
             if last is None:
                 last = db.newest_tick_ms(conn, s.backfill_max_age_s)
             with conn.transaction():
+                if self.fence is not None:
+                    self.fence(conn)
                 spooled = self.spool.commit(conn, self.writer.origin)  # cleared once committed
                 db.end_crashed_coverage(conn, last)
                 rederived = self._rederive_flags(conn)
@@ -122,24 +128,34 @@ class Startup:
         return write_flags(conn, flags)
 
 
-def check_epics(rest: RestClient, url: str, epics: Mapping[str, str], suffix: str) -> None:
+def check_epics(rest: RestClient, url: str, epics: Mapping[str, str], suffix: str, fence: Fence | None = None) -> None:
     """Every configured epic exists for this account (raises `EpicUnavailable` otherwise), and
     the instruments table says which are live. `epics`: epic -> pair."""
     for epic in epics:
         rest.check_epic(epic)
     log.info("epics checked", extra={"epics": len(epics), "suffix": suffix})
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        if fence is not None:
+            fence(conn)
         db.publish_instruments(conn, epics)
 
 
-def run_maintenance(url: str, edition: TimescaleInfo | None, ticks_retention: str) -> None:
+def run_maintenance(url: str, edition: TimescaleInfo | None, ticks_retention: str, fence: Fence | None = None) -> None:
     """Apache edition: tick retention ourselves. Full edition without a working scheduler:
-    materialize the rollups ourselves (real-time aggregation keeps answers right anyway)."""
+    materialize the rollups ourselves (real-time aggregation keeps answers right anyway).
+    Retention is dropped inside a fenced transaction; a rollup refresh cannot run inside one
+    (TimescaleDB refuses), so it is fenced just before: it only recomputes from stored ticks."""
     try:
         with psycopg.connect(url, autocommit=True, application_name="ig-collector maintenance") as conn:
             if edition is not None and edition.edition == "apache":
-                db.drop_old_ticks(conn, ticks_retention)
+                with conn.transaction():
+                    if fence is not None:
+                        fence(conn)
+                    db.drop_old_ticks(conn, ticks_retention)
             elif edition is not None and (db.rollup_jobs_failing(conn) or not edition.scheduler_running):
+                if fence is not None:
+                    with conn.transaction():
+                        fence(conn)
                 db.refresh_rollups(conn)
                 log.warning("TimescaleDB jobs are failing or not scheduled; refreshed rollups ourselves")
     except psycopg.Error as e:

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from .config import load_settings
 from .metrics import PREFIX, SPEND_PURPOSES
+from .step_down import leader_line
 
 WEEK = dt.timedelta(days=7)
 # rest_spend.purpose as each spender writes it -> the purpose shown and exported.
@@ -123,6 +124,7 @@ def main(args: argparse.Namespace) -> int:
         return 0 if ok else 1
     now = dt.datetime.now(dt.UTC)
     with psycopg.connect(url, autocommit=True, application_name="ig-collector status") as conn:
+        console.print(leader_line(conn, now))
         table = Table(title="Pairs")
         for col in ("pair", "last tick", "tick age", *(f"last {tf}" for tf in settings.timeframes)):
             table.add_column(col)

@@ -26,8 +26,14 @@ CREATE TABLE IF NOT EXISTS collector_leader (
     holder      text,                        -- COLLECTOR_NODE_NAME of the leader (host by default)
     since       timestamptz,                 -- when this epoch began
     expires_at  timestamptz,                 -- database clock; the lease is live while now < this
-    renewed_at  timestamptz
+    renewed_at  timestamptz,
+    -- Step-down: the holder that released may not acquire again before barred_until (2 x lease),
+    -- so `ig-collector step-down` really moves leadership instead of winning it straight back.
+    barred_holder text,
+    barred_until  timestamptz
 );
+ALTER TABLE collector_leader ADD COLUMN IF NOT EXISTS barred_holder text,
+                             ADD COLUMN IF NOT EXISTS barred_until timestamptz;
 INSERT INTO collector_leader (id) VALUES (true) ON CONFLICT (id) DO NOTHING;
 
 -- One row per epoch: who led, from when, until when and why it ended. `until` is NULL while the
@@ -61,6 +67,10 @@ BEGIN
     -- queues the leader's fences behind a FOR UPDATE.
     IF EXISTS (SELECT 1 FROM collector_leader WHERE id AND epoch > 0 AND expires_at > clock_timestamp()) THEN
         RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM collector_leader
+                WHERE id AND barred_holder = p_holder AND barred_until > clock_timestamp()) THEN
+        RETURN NULL;                             -- it stepped down: another takes over first
     END IF;
     -- FOR UPDATE waits for every open fenced transaction (FOR KEY SHARE) of the current epoch.
     SELECT * INTO cur FROM collector_leader WHERE id FOR UPDATE;
@@ -99,12 +109,18 @@ END $$;
 
 -- Step-down: the lease ends now, so a standby's next acquire succeeds at once (it still waits
 -- for this epoch's open fenced transactions). Returns false when p_epoch was no longer live.
-CREATE OR REPLACE FUNCTION leader_release(p_epoch bigint, p_holder text DEFAULT NULL) RETURNS boolean
+-- The holder is barred from acquiring for p_bar_s (the caller passes 2 x lease) so a standby
+-- wins; a lone collector simply leads again once the bar lapses.
+DROP FUNCTION IF EXISTS leader_release(bigint, text);  -- before the bar (p_bar_s) was added
+CREATE OR REPLACE FUNCTION leader_release(p_epoch bigint, p_holder text DEFAULT NULL,
+                                          p_bar_s double precision DEFAULT 0) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
 BEGIN
-    UPDATE collector_leader SET expires_at = v_now
+    UPDATE collector_leader
+       SET expires_at = v_now, barred_holder = holder,
+           barred_until = v_now + make_interval(secs => GREATEST(COALESCE(p_bar_s, 0), 0))
      WHERE id AND epoch = p_epoch AND expires_at > v_now AND (p_holder IS NULL OR holder = p_holder);
     IF NOT FOUND THEN
         RETURN false;
@@ -193,13 +209,13 @@ SELECT f.xid, f.epoch, f.logged_at, n.epoch AS next_epoch, n.since AS next_since
 -- For `ig-collector status` and Grafana: who leads, since when, and whether the lease is live.
 CREATE OR REPLACE VIEW collector_leadership AS
 SELECT holder, epoch, since, expires_at, renewed_at,
-       COALESCE(expires_at > now(), false) AS alive
+       COALESCE(expires_at > now(), false) AS alive, barred_holder, barred_until
   FROM collector_leader;
 
 GRANT SELECT, UPDATE ON collector_leader TO collector;   -- UPDATE: the row locks need it
 GRANT SELECT, INSERT, UPDATE ON leader_history, flush_log TO collector;
 GRANT EXECUTE ON FUNCTION leader_acquire(text, double precision), leader_renew(bigint, double precision, text),
-    leader_release(bigint, text), leader_fence(bigint, text),
+    leader_release(bigint, text, double precision), leader_fence(bigint, text),
     leader_flush(bigint, text[], timestamptz, timestamptz, text) TO collector;
 GRANT SELECT ON collector_leadership, leader_history, leader_overlaps, candle_writers TO collector, grafana_reader;
 GRANT SELECT ON collector_leadership TO trading_bot;

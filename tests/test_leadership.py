@@ -32,7 +32,8 @@ def lease_db(db: psycopg.Connection) -> Iterator[psycopg.Connection]:
     empties the market tables)."""
     db.execute("TRUNCATE leader_history, flush_log")
     db.execute(
-        "UPDATE collector_leader SET epoch = 0, holder = NULL, since = NULL, expires_at = NULL, renewed_at = NULL"
+        "UPDATE collector_leader SET epoch = 0, holder = NULL, since = NULL, expires_at = NULL, renewed_at = NULL, "
+        "barred_holder = NULL, barred_until = NULL"
     )
     yield db
 
@@ -494,3 +495,32 @@ def test_is_fenced_reads_the_sqlstate_through_exception_chains(lease_db: psycopg
         assert is_fenced(outer) is True
     assert is_fenced(NotLeader("standby")) is True
     assert is_fenced(psycopg.errors.UniqueViolation("duplicate")) is False
+
+
+def test_a_holder_that_stepped_down_cannot_acquire_during_its_bar(lease_db: psycopg.Connection) -> None:
+    assert _acquire(lease_db, "host-a") == 1
+    assert lease_db.execute("SELECT leader_release(1, 'host-a', 60)").fetchone() == (True,)
+    assert _acquire(lease_db, "host-a") is None
+
+
+def test_another_holder_acquires_at_once_after_a_step_down(lease_db: psycopg.Connection) -> None:
+    assert _acquire(lease_db, "host-a") == 1
+    lease_db.execute("SELECT leader_release(1, 'host-a', 60)")
+    assert _acquire(lease_db, "host-b") == 2
+
+
+def test_a_stepped_down_holder_acquires_again_once_its_bar_lapses(lease_db: psycopg.Connection) -> None:
+    assert _acquire(lease_db, "host-a") == 1
+    lease_db.execute("SELECT leader_release(1, 'host-a', 0.2)")
+    time.sleep(0.3)
+    assert _acquire(lease_db, "host-a") == 2
+
+
+def test_lease_release_bars_its_holder_for_two_leases(lease_db: psycopg.Connection, db_url: str) -> None:
+    with Lease(db_url, node_name="host-a", lease_s=5.0) as a:
+        a.try_acquire()
+        a.release()
+        bar = lease_db.execute(
+            "SELECT barred_holder, round(extract(epoch FROM barred_until - expires_at)) FROM collector_leader"
+        ).fetchone()
+    assert bar == ("host-a", 10)

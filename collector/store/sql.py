@@ -21,11 +21,12 @@ for later (`pg_xact_status`) instead of guessed.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
@@ -44,6 +45,9 @@ from ..vocabulary import (
 )
 from .buffer import Batch, CandleKey, Chunk, MaybeCommitted, gaps_of, merge_gaps, split_rows
 from .copy_codec import TICK_COLUMNS, TickCodec
+
+if TYPE_CHECKING:
+    from ..leadership import Fence
 
 STAGE_TICKS = """CREATE TEMP TABLE IF NOT EXISTS _stage_ticks (
     time timestamptz, pair text, bid float8, ask float8, received_at timestamptz
@@ -175,6 +179,10 @@ class BatchOptions:
     max_tx_ticks: int = 250_000
     monotonic: Callable[[], float] = time.monotonic
     wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)
+    # The leader's token: each transaction starts with leader_flush, so a stale leader's write is
+    # refused by the database (SQLSTATE IGL01) and every committed one names its epoch. None:
+    # unfenced (replay, import and tests that write without an election).
+    fence: Fence | None = None
 
 
 class BatchFailed(Exception):
@@ -202,12 +210,32 @@ class _Tx:
 
 
 @contextlib.contextmanager
-def _transaction(cur: psycopg.Cursor[Any], tx: _Tx) -> Iterator[None]:
+def _transaction(cur: psycopg.Cursor[Any], tx: _Tx, opts: BatchOptions, chunks: Sequence[Chunk],
+                 candles: Iterable[CandleKey] = ()) -> Iterator[None]:  # fmt: skip
     with cur.connection.transaction():
         row = cur.execute(_XID).fetchone()
         tx.xid = int(row[0]) if row else None
+        if opts.fence is not None:
+            opts.fence.flush(cur, *_span(opts.codec.pairs, chunks, candles))
         yield
         tx.committing = True  # an error from here on is the COMMIT's: its outcome is unknown
+
+
+def _span(pairs: Sequence[str], chunks: Sequence[Chunk],
+          candles: Iterable[CandleKey]) -> tuple[list[str], dt.datetime | None, dt.datetime | None]:  # fmt: skip
+    """The pairs and IG time span one transaction writes, for its flush_log row."""
+    names: set[str] = set()
+    lo: int | None = None
+    hi: int | None = None
+    for ch in chunks:
+        if len(ch):
+            names.update(pairs[int(c)] for c in np.unique(ch.codes))
+            a, b = int(ch.times.min()), int(ch.times.max())
+            lo, hi = (a if lo is None else min(lo, a)), (b if hi is None else max(hi, b))
+    for pair, _tf, bucket_ms in candles:
+        names.add(pair)
+        lo, hi = (bucket_ms if lo is None else min(lo, bucket_ms)), (bucket_ms if hi is None else max(hi, bucket_ms))
+    return sorted(names), (None if lo is None else ms_to_dt(lo)), (None if hi is None else ms_to_dt(hi))
 
 
 @dataclass
@@ -238,12 +266,12 @@ def write_batch(conn: Conn, batch: Batch, opts: BatchOptions) -> FlushStats:
         with conn.cursor() as cur:
             for sl in slices[:-1]:
                 tx = _Tx(rows=sum(len(c) for c in sl))
-                with _transaction(cur, tx):
+                with _transaction(cur, tx, opts, sl):
                     tx.inserted = _write_ticks(cur, sl, opts.codec, counts)
                 committed += tx.rows
                 inserted += tx.inserted
             tx = _Tx(rows=sum(len(c) for c in slices[-1]))
-            with _transaction(cur, tx):
+            with _transaction(cur, tx, opts, slices[-1], batch.candles):
                 tx.inserted = _write_ticks(cur, slices[-1], opts.codec, counts) if slices[-1] else 0
                 if batch.candles:
                     counts.add_written(_write_candles(cur, batch.candles))
@@ -380,7 +408,7 @@ def _write_isolating(conn: Conn, batch: Batch, opts: BatchOptions, first_error: 
     pairs = opts.codec.pairs
     tx = _Tx(rows=sum(len(c) for c in rest))
     try:
-        with conn.cursor() as cur, _transaction(cur, tx):
+        with conn.cursor() as cur, _transaction(cur, tx, opts, list(rest), batch.candles):
 
             def quarantine(kind: str, pair: str | None, at_ms: int | None, data: dict[str, Any],
                            err: psycopg.Error) -> None:  # fmt: skip

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from ..leadership import is_fenced
 from .buffer import WriteBuffer
 from .copy_codec import TickCodec
 from .resume import ResumeState, ResumeWindow, load_state
@@ -36,6 +37,7 @@ from .sql import (
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..leadership import Fence
 
 log = logging.getLogger("collector.store")
 
@@ -63,7 +65,10 @@ class Writer:
         on_flush: Callable[[FlushStats], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        fence: Fence | None = None,
     ) -> None:
+        """`fence`: the leader's token; every write transaction is refused by the database once
+        it is stale (the flush then raises, `is_fenced`), so a lost leader cannot write."""
         codec = TickCodec(pairs)
         self.url = url
         self.pairs = codec.pairs
@@ -72,7 +77,7 @@ class Writer:
         self.origin = f"{socket.gethostname()}:{os.getpid()}"  # who opened a coverage interval
         self.on_flush = on_flush
         self.buffer = WriteBuffer(pairs, max_ticks=buffer_max_ticks, eager_rows=eager_rows, monotonic=monotonic)
-        self._opts = BatchOptions(codec, self.origin, max_tx_ticks, monotonic, wall_ms)
+        self._opts = BatchOptions(codec, self.origin, max_tx_ticks, monotonic, wall_ms, fence)
         self._conn: psycopg.Connection[Any] | None = None
         self._flush_lock = threading.Lock()
         self._maybe_inserted: dict[int, int] = {}  # xid of an unknown COMMIT -> rows it would have added
@@ -277,7 +282,8 @@ class WriterThread:
     flag, a full batch of ticks) and the writer is free, so changes arriving during a write are
     coalesced into the next one; otherwise every `interval_s` while tick rows wait. Backs off
     exponentially up to `retry_max_s` while the database is away. `stop()` makes a last
-    attempt to flush."""
+    attempt to flush. A flush refused because this process no longer leads is never retried:
+    `on_fenced` is called (the daemon stands by) and the loop ends."""
 
     def __init__(
         self,
@@ -287,8 +293,10 @@ class WriterThread:
         retry_min_s: float = 0.1,
         retry_max_s: float = 30.0,
         name: str = "ig-writer",
+        on_fenced: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.writer = writer
+        self.on_fenced = on_fenced
         self.interval_s = interval_s
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
@@ -317,15 +325,24 @@ class WriterThread:
                 backoff = self.retry_min_s
                 self.last_error = None
                 continue
-            except WriterError as e:
-                if self.last_error is None:
+            except Exception as e:
+                if is_fenced(e):
+                    self._fenced(e)
+                    return
+                if not isinstance(e, WriterError):
+                    log.exception("writer flush crashed; retrying")
+                elif self.last_error is None:
                     log.warning("database write failed; buffering and retrying", extra={"error": str(e)})
                 self.last_error = str(e)
-            except Exception:
-                log.exception("writer flush crashed; retrying")
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, self.retry_max_s)
+
+    def _fenced(self, e: BaseException) -> None:
+        self.last_error = str(e)
+        log.error("write refused: this collector no longer leads", extra={"error": str(e)})
+        if self.on_fenced is not None:
+            self.on_fenced(e)
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the loop and try to write what is left within `timeout`; True if nothing is left."""
