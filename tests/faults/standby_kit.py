@@ -217,8 +217,8 @@ class Duo:
         s.notes["leader_overlaps"] = 0
         history = {e: (h, since, until) for e, h, since, until, _ in self.epochs()}
         s.notes["epochs"] = {str(e): h for e, (h, _, _) in history.items()}
-        unfenced = s.sql("SELECT count(*) FROM candle_writers WHERE epoch IS NULL")[0][0]
-        assert unfenced == 0, f"{unfenced} candle rows written by no fenced transaction"
+        unlogged = s.sql("SELECT source, count(*) FROM candle_writers WHERE epoch IS NULL GROUP BY 1 ORDER BY 1")
+        assert unlogged == [], f"candle rows (by source) whose writing transaction left no flush_log row: {unlogged}"
         outside = s.sql(
             "SELECT w.pair, w.timeframe, w.bucket, w.epoch, w.updated_at, h.since, h.until FROM candle_writers w "
             "JOIN leader_history h USING (epoch) "
