@@ -198,7 +198,14 @@ def pair_scenario(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tu
             url,
             tmp_path,
             url,
-            {"COLLECTOR_LEASE_S": FAILOVER_LEASE_S, "COLLECTOR_DB_RETRY_MAX_S": "2", "COLLECTOR_NODE_NAME": "a"},
+            {
+                "COLLECTOR_LEASE_S": FAILOVER_LEASE_S,
+                "COLLECTOR_DB_RETRY_MAX_S": "2",
+                "COLLECTOR_NODE_NAME": "a",
+                # A stalled consumer on a loaded box is not this scenario's fault: silence must
+                # last 10 s of wall time before the stream is called stale and reconnected.
+                "COLLECTOR_STALE_AFTER_S": "600",
+            },
         )
         yield s, pair
     finally:
