@@ -277,10 +277,11 @@ def _assert_failover_lost_no_tick(s: Scenario, fail_ms: int, back_ms: int) -> No
     stored = {(p, int(t), b, a) for p, t, b, a in rows}
     truth = {(t.pair, t.time_ms, t.bid, t.ask) for t in s.sim.ticks()}
     assert stored - truth == set(), f"{len(stored - truth)} tick rows are not ground truth"
-    first: dict[str, int] = {}
+    span: dict[str, tuple[int, int]] = {}  # each pair's first and last stored tick
     for p, t, _, _ in stored:
-        first[p] = min(first.get(p, t), t)
-    missing = {(p, t) for p, t, _, _ in truth - stored if p in first and t >= first[p]}
+        lo, hi = span.get(p, (t, t))
+        span[p] = (min(lo, t), max(hi, t))
+    missing = {(p, t) for p, t, _, _ in truth - stored if p in span and span[p][0] <= t <= span[p][1]}
     flagged = {
         (p, int(b.timestamp() * 1000))
         for p, b in s.sql("SELECT pair, bucket FROM candle_repairs WHERE timeframe = '5m'")
