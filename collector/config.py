@@ -14,6 +14,8 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -256,6 +258,20 @@ class Settings(BaseSettings):
                 "them without repairs (their partial buckets are then reported), or remove them"
             )
         return self
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str | None) -> str | None:
+        """Whatever libpq accepts, multi-host failover URLs included
+        (`postgresql://u@h1:5432,h2:5432/db?target_session_attrs=read-write`); parsed by libpq
+        itself, so a typo fails at start rather than at the first connection."""
+        if v in (None, ""):
+            return v
+        try:
+            conninfo_to_dict(v)
+        except psycopg.ProgrammingError as e:
+            raise ValueError(f"not a PostgreSQL connection URL or conninfo: {str(e).strip()}") from None
+        return v
 
     @field_validator("clock")
     @classmethod

@@ -316,7 +316,7 @@ def main(args: argparse.Namespace) -> int:
         keeper.stop()
         if not stopping.is_set() or code:
             return code
-        lease.release()  # a clean stop hands over at once instead of after the lease
+        lease.release(bar_s=0)  # a clean stop hands over at once instead of after the lease
         return code
     finally:
         with contextlib.suppress(Exception):

@@ -286,9 +286,11 @@ class Lease:
             with self._mu:
                 return self.state.renewed(ok, sent) is Role.LEAD and ok
 
-    def release(self) -> bool:
+    def release(self, *, bar_s: float | None = None) -> bool:
         """Step down: the lease ends now so a standby takes over at once. The caller stops
-        streaming and writing first. True when the database still had this epoch live."""
+        streaming and writing first. True when the database still had this epoch live.
+        `bar_s`: how long this holder may not acquire again (default two leases, so a standby
+        wins; 0 for a clean stop, after which this node may lead again as soon as it restarts)."""
         with self._io:
             with self._mu:
                 epoch = self.state.epoch
@@ -296,7 +298,7 @@ class Lease:
             if epoch is None:
                 return False
             try:
-                bar = STEP_DOWN_BAR_LEASES * self.timing.lease_s
+                bar = STEP_DOWN_BAR_LEASES * self.timing.lease_s if bar_s is None else bar_s
                 return bool(self._call("SELECT leader_release(%s, %s, %s)", (epoch, self.holder, bar)))
             except psycopg.OperationalError:
                 return False  # it lapses by itself within the lease

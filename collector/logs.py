@@ -20,6 +20,8 @@ _SECRET_PATTERNS = [
     re.compile(r"(CST-)[^|&\s\"']+", re.I),
     re.compile(r"(XST-)[^|&\s\"']+", re.I),
     re.compile(r"(LS_password=)[^&\s]+", re.I),
+    # A connection URL's password, one host or several (postgresql://u:pw@h1:5432,h2:5432/db).
+    re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+(?=@)", re.I),
     re.compile(r"((?:\"|')?(?:password|CST|X-SECURITY-TOKEN|X-IG-API-KEY|access_token|refresh_token|"
                r"Authorization)(?:\"|')?\s*[:=]\s*(?:\"|')?)[^\"',\s}]+", re.I),
 ]  # fmt: skip

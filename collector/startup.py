@@ -22,7 +22,7 @@ from .config import Settings
 from .db import TimescaleInfo
 from .gaps import GapTracker
 from .ig_rest import RestClient
-from .leadership import Fence
+from .leadership import Fence, is_fenced
 from .metrics import Metrics
 from .migrate import migrate
 from .models import Flag
@@ -72,6 +72,8 @@ class Startup:
             try:
                 return self._prepare()
             except (psycopg.Error, WriterError) as e:
+                if is_fenced(e):
+                    raise  # not the leader any more: retrying can never succeed
                 log.warning("database not reachable at start; retrying", extra={"error": str(e).strip()})
                 self.notifier.status("waiting for the database")
                 self.stopping.wait(delay)

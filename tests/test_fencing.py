@@ -15,7 +15,9 @@ import pytest
 
 from collector.config import ConfigError, load_settings
 from collector.leadership import Fence, NotLeader, is_fenced
-from collector.models import Candle
+from collector.metrics import Metrics
+from collector.models import Candle, Flag
+from collector.repairs import RepairBook, RepairWorker
 from collector.store import Writer, WriterError, WriterThread
 from collector.store.sql import SMALL_ROWS
 
@@ -167,3 +169,42 @@ def test_an_empty_node_name_is_refused_naming_the_setting(monkeypatch: pytest.Mo
     monkeypatch.setenv("COLLECTOR_NODE_NAME", "")
     with pytest.raises(ConfigError, match="COLLECTOR_NODE_NAME"):
         load_settings()
+
+
+# ------------------------------------------------------------------ the repair worker
+def _unserved_repair(db_url: str) -> RepairBook:
+    """A complete 20m candle flagged for repair, with backfill off for 20m: one pass gives it up."""
+    w = Writer(db_url, ("EURUSD",))
+    w.submit_candles([Candle("EURUSD", "20m", T, 1.1, 1.3, 1.0, 1.2, 1.11, 1.31, 1.01, 1.21, 3, True)], "closed")
+    w.submit_flags([Flag("EURUSD", "20m", T, "stream_gap")])
+    w.flush()
+    w.close()
+    book = RepairBook()
+    book.flag([Flag("EURUSD", "20m", T, "stream_gap")])
+    return book
+
+
+def _worker(db_url: str, fence: Fence) -> RepairWorker:
+    settings = load_settings(pairs="EURUSD", timeframes="5m,20m", backfill_timeframes="5m")
+
+    def no_rest() -> None:
+        raise AssertionError("REST must not be called")
+
+    book = _unserved_repair(db_url)
+    return RepairWorker(settings, db_url, book, Metrics(), lambda: T + 3_600_000, no_rest, fence=fence)  # type: ignore[arg-type]
+
+
+def test_a_stale_epochs_repair_pass_is_refused_and_changes_nothing(epochs: psycopg.Connection, db_url: str) -> None:
+    worker = _worker(db_url, Fence(1, "host-a"))
+    before = epochs.execute("SELECT c.*, r.* FROM candles c, candle_repairs r").fetchall()
+    with pytest.raises(psycopg.Error) as e:
+        worker.run_once(epochs)
+    assert is_fenced(e.value)
+    assert epochs.execute("SELECT c.*, r.* FROM candles c, candle_repairs r").fetchall() == before
+    assert epochs.execute("SELECT resolved_at FROM candle_repairs").fetchall() == [(None,)]
+
+
+def test_the_leaders_repair_pass_writes_under_its_fence(epochs: psycopg.Connection, db_url: str) -> None:
+    worker = _worker(db_url, Fence(2, "host-b"))
+    assert worker.run_once(epochs) == 1
+    assert epochs.execute("SELECT resolution FROM candle_repairs").fetchall() == [("unrecoverable",)]

@@ -524,3 +524,10 @@ def test_lease_release_bars_its_holder_for_two_leases(lease_db: psycopg.Connecti
             "SELECT barred_holder, round(extract(epoch FROM barred_until - expires_at)) FROM collector_leader"
         ).fetchone()
     assert bar == ("host-a", 10)
+
+
+def test_a_release_without_bar_lets_its_holder_lead_again_at_once(lease_db: psycopg.Connection, db_url: str) -> None:
+    with Lease(db_url, node_name="host-a", lease_s=5.0) as a:
+        a.try_acquire()
+        a.release(bar_s=0)
+        assert a.try_acquire() == 2
