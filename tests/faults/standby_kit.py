@@ -158,7 +158,10 @@ class Duo:
     def await_takeover(self, old: Node, fault_at: dt.datetime, fault_mono: float) -> Takeover:
         """Wait until the other node leads and has written ticks under its epoch; record it."""
         new = self.other(old)
-        wait_for(new.leads, 3 * TAKEOVER_LIMIT_S, f"{new.name} to take over from {old.name}", interval=0.1)
+        try:
+            wait_for(new.leads, 3 * TAKEOVER_LIMIT_S, f"{new.name} to take over from {old.name}", interval=0.1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; sessions in a transaction: {self.open_transactions()}") from None
         to_leader = round(time.monotonic() - fault_mono, 2)
         epoch = int(new.metric("leader_epoch"))
         wait_for(lambda: self.first_tick_commit(epoch) is not None, 30, f"epoch {epoch}'s first tick rows")
@@ -169,6 +172,14 @@ class Duo:
         self.s.notes["takeovers"] = [x.as_json() for x in self.takeovers]
         self.s.proc = new.proc
         return t
+
+    def open_transactions(self) -> list[tuple]:
+        """Sessions of this database inside a transaction: a fenced one of a frozen leader holds
+        the lease row FOR KEY SHARE, and the standby's takeover (FOR UPDATE) waits for it."""
+        return self.s.sql(
+            "SELECT application_name, state, xact_start, left(query, 60) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND xact_start IS NOT NULL AND pid <> pg_backend_pid()"
+        )
 
     def first_tick_commit(self, epoch: int) -> dt.datetime | None:
         rows = self.s.sql(
