@@ -304,7 +304,7 @@ def main(args: argparse.Namespace) -> int:
                "metrics": f"{settings.metrics_host}:{settings.metrics_port}", "node": settings.node},
     )  # fmt: skip
     lease = Lease(url, node_name=settings.node, lease_s=settings.lease_s)
-    lost = functools.partial(_lost, metrics)
+    lost = functools.partial(_lost, metrics, stopping)
     try:
         fence = Standby(url, lease, metrics, Notifier(), stopping, prepare=lambda: migrate(url, settings),
                         retry_max_s=settings.db_retry_max_s).wait()  # fmt: skip
@@ -323,5 +323,11 @@ def main(args: argparse.Namespace) -> int:
             server.shutdown()  # type: ignore[attr-defined]
 
 
-def _lost(metrics: Metrics) -> None:
+def _lost(metrics: Metrics, stopping: threading.Event) -> None:
+    """Re-execute as a standby, unless a stop is under way: the database refuses whatever it
+    still tries to write, and what it keeps on local disk (the spool) is still owed."""
+    if stopping.is_set():
+        log.warning("lost the lease while stopping; finishing the stop")
+        metrics.leader.set(0)
+        return
     stand_by_again(metrics)
