@@ -41,12 +41,14 @@ class ConfigError(ValueError):
     """Invalid configuration; the message names each bad setting and why."""
 
 
-class Settings(BaseSettings):
+class ContractSettings(BaseSettings):
+    """The names docs/design.md §8 fixes (`DATABASE_URL`, `IG_*`), shared with the bot, and
+    their checks; `Settings` adds the collector's own tunables."""
+
     model_config = SettingsConfigDict(
         env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True, frozen=True
     )
 
-    # --- fixed contract names -------------------------------------------------------------
     database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url"))
     ig_username: str | None = _env("IG_USERNAME", "ig_username", "username")
     ig_password: SecretStr | None = _env("IG_PASSWORD", "ig_password", "password")
@@ -57,6 +59,50 @@ class Settings(BaseSettings):
     ig_api_version: Literal["2", "3"] = _env("IG_API_VERSION", "ig_api_version", "api_version")
     ig_epic_suffix: str = _env("IG_EPIC_SUFFIX", "ig_epic_suffix", "epic_suffix")
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str | None) -> str | None:
+        """Whatever libpq accepts, multi-host failover URLs included
+        (`postgresql://u@h1:5432,h2:5432/db?target_session_attrs=read-write`); parsed by libpq
+        itself, so a typo fails at start rather than at the first connection."""
+        if v in (None, ""):
+            return v
+        try:
+            conninfo_to_dict(v)
+        except psycopg.ProgrammingError as e:
+            raise ValueError(f"not a PostgreSQL connection URL or conninfo: {str(e).strip()}") from None
+        return v
+
+    @field_validator("ig_epic_suffix")
+    @classmethod
+    def _suffix(cls, v: str) -> str:
+        v = v.strip()
+        if not v.startswith(".") or not v.endswith(".IP"):
+            raise ValueError(f"epic suffix must look like .CFD.IP, .MINI.IP or .TODAY.IP, got {v!r}")
+        return v
+
+    @field_validator("ig_api_url")
+    @classmethod
+    def _api_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _v3_needs_account(self) -> ContractSettings:
+        if self.ig_api_version == "3" and not self.ig_account_id:
+            raise ValueError("IG_ACCOUNT_ID is required when IG_API_VERSION=3")
+        return self
+
+    @property
+    def rest_url(self) -> str:
+        return self.ig_api_url or IG_URLS[self.ig_acc_type]
+
+    def epic(self, pair: str) -> str:
+        return fx.epic_for(pair, self.ig_epic_suffix)
+
+
+class Settings(ContractSettings):
     # --- what to collect ------------------------------------------------------------------
     pairs: Annotated[tuple[str, ...], NoDecode] = _env("COLLECTOR_PAIRS", "pairs")
     timeframes: Annotated[tuple[str, ...], NoDecode] = _env("COLLECTOR_TIMEFRAMES", "timeframes")
@@ -259,46 +305,11 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("database_url")
-    @classmethod
-    def _database_url(cls, v: str | None) -> str | None:
-        """Whatever libpq accepts, multi-host failover URLs included
-        (`postgresql://u@h1:5432,h2:5432/db?target_session_attrs=read-write`); parsed by libpq
-        itself, so a typo fails at start rather than at the first connection."""
-        if v in (None, ""):
-            return v
-        try:
-            conninfo_to_dict(v)
-        except psycopg.ProgrammingError as e:
-            raise ValueError(f"not a PostgreSQL connection URL or conninfo: {str(e).strip()}") from None
-        return v
-
     @field_validator("clock")
     @classmethod
     def _clock(cls, v: str) -> str:
         parse_clock(v)  # a clock that cannot be built fails at load, naming the setting
         return v
-
-    @field_validator("ig_epic_suffix")
-    @classmethod
-    def _suffix(cls, v: str) -> str:
-        v = v.strip()
-        if not v.startswith(".") or not v.endswith(".IP"):
-            raise ValueError(f"epic suffix must look like .CFD.IP, .MINI.IP or .TODAY.IP, got {v!r}")
-        return v
-
-    @field_validator("ig_api_url")
-    @classmethod
-    def _api_url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError("must be an http(s) URL")
-        return v.rstrip("/") if v else v
-
-    @model_validator(mode="after")
-    def _v3_needs_account(self) -> Settings:
-        if self.ig_api_version == "3" and not self.ig_account_id:
-            raise ValueError("IG_ACCOUNT_ID is required when IG_API_VERSION=3")
-        return self
 
     # --- derived ------------------------------------------------------------------------------
     @property
@@ -315,16 +326,9 @@ class Settings(BaseSettings):
         return Path(base) if base else Path.home() / ".local" / "state" / "ig-collector"
 
     @property
-    def rest_url(self) -> str:
-        return self.ig_api_url or IG_URLS[self.ig_acc_type]
-
-    @property
     def node(self) -> str:
         """This collector's name in the election: COLLECTOR_NODE_NAME, else the host name."""
         return self.node_name or socket.gethostname()
-
-    def epic(self, pair: str) -> str:
-        return fx.epic_for(pair, self.ig_epic_suffix)
 
     def url_or(self, override: str | None) -> str:
         """A command's `--database-url`, else DATABASE_URL; an error naming it when neither is set."""

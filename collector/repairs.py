@@ -294,6 +294,7 @@ class RepairWorker:
         lost the lease stores nothing it bought (`on_fenced` is told, and the worker stops)."""
         self.fence, self.on_fenced = fence, on_fenced
         self.settings, self.db_url, self.book, self.metrics, self.now_ms = settings, db_url, book, metrics, now_ms
+        self.outcomes = RepairOutcomes(book, metrics)
         self._rest_factory = rest_factory
         self.settle_ms = settle_ms
         self._rest: RestClient | None = None
@@ -433,7 +434,7 @@ class RepairWorker:
         ever repair them, so they are reported as unrecoverable at once instead of waiting."""
         with self._writing(conn):
             for pair, tf, b, _attempts in rows:
-                self._declare_unrecoverable(conn, pair, tf, b, "backfill is off for this timeframe")
+                self.outcomes.unrecoverable(conn, pair, tf, b, "backfill is off for this timeframe")
         if rows:
             log.warning(
                 "partial buckets of timeframes without backfill reported as unrecoverable",
@@ -478,12 +479,12 @@ class RepairWorker:
             for b, _ in buckets:
                 self.book.resolved(pair, tf, b)
                 if b in invalid:  # counted as unrecoverable there
-                    self._report_invalid(conn, pair, tf, b, invalid[b])
+                    self.outcomes.invalid(conn, pair, tf, b, invalid[b])
                     continue
                 outcome = Resolution.REST if b in got else Resolution.EMPTY
                 self.metrics.repairs.labels(outcome).inc()
                 if outcome == Resolution.EMPTY:
-                    self._report_empty(conn, pair, tf, b)
+                    self.outcomes.empty(conn, pair, tf, b)
         self.metrics.candles_written.labels(tf, CandleKind.REST).inc(len(candles))
         log.info(
             "repaired from REST",
@@ -491,7 +492,20 @@ class RepairWorker:
         )
         return len(buckets)
 
-    def _declare_unrecoverable(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int,
+    def _note_failure(self, conn: psycopg.Connection, pair: str, tf: str, buckets: list[tuple[int, int]],
+                      error: str) -> None:  # fmt: skip
+        with self._writing(conn):
+            self.outcomes.failures(conn, pair, tf, buckets, error)
+
+
+class RepairOutcomes:
+    """How a repair that did not buy a usable candle ends: resolved as unrecoverable (its
+    partial stream row demoted, never passed off as complete), or one more failed attempt."""
+
+    def __init__(self, book: RepairBook, metrics: Metrics) -> None:
+        self.book, self.metrics = book, metrics
+
+    def unrecoverable(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int,
                                error: str | None) -> None:  # fmt: skip
         """Resolved as unrecoverable (reported, never retried); a partial stream row stays
         incomplete rather than being passed off as complete."""
@@ -500,30 +514,25 @@ class RepairWorker:
         self.book.resolved(pair, tf, bucket_ms)
         self.metrics.repairs.labels(Resolution.UNRECOVERABLE).inc()
 
-    def _report_empty(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int) -> None:
+    def empty(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int) -> None:
         """REST had no candle: fine if we have none either; a partial stream row stays
         incomplete and is reported as unrecoverable rather than passed off as complete."""
         ticks = _stream_ticks(conn, pair, tf, bucket_ms)
         if ticks is not None:
-            self._declare_unrecoverable(conn, pair, tf, bucket_ms, None)
+            self.unrecoverable(conn, pair, tf, bucket_ms, None)
             log.error(
                 "partial candle has no REST replacement; left incomplete",
                 extra={"pair": pair, "timeframe": tf, "bucket": ms_to_dt(bucket_ms).isoformat(), "ticks": ticks},
             )
 
-    def _report_invalid(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int, why: str) -> None:
+    def invalid(self, conn: psycopg.Connection, pair: str, tf: str, bucket_ms: int, why: str) -> None:
         """IG answered (and charged) for this bucket but its candle is unusable (a null price):
         asking again would pay again for the same answer, so it is reported, not retried."""
-        self._declare_unrecoverable(conn, pair, tf, bucket_ms, why)
+        self.unrecoverable(conn, pair, tf, bucket_ms, why)
         log.error("REST candle unusable; bucket left incomplete", extra={"pair": pair, "timeframe": tf,
                   "bucket": ms_to_dt(bucket_ms).isoformat(), "error": why})  # fmt: skip
 
-    def _note_failure(self, conn: psycopg.Connection, pair: str, tf: str, buckets: list[tuple[int, int]],
-                      error: str) -> None:  # fmt: skip
-        with self._writing(conn):
-            self._count_failures(conn, pair, tf, buckets, error)
-
-    def _count_failures(self, conn: psycopg.Connection, pair: str, tf: str, buckets: list[tuple[int, int]],
+    def failures(self, conn: psycopg.Connection, pair: str, tf: str, buckets: list[tuple[int, int]],
                         error: str) -> None:  # fmt: skip
         for b, attempts in buckets:
             final = attempts + 1 >= MAX_ATTEMPTS
