@@ -208,3 +208,36 @@ def test_the_leaders_repair_pass_writes_under_its_fence(epochs: psycopg.Connecti
     worker = _worker(db_url, Fence(2, "host-b"))
     assert worker.run_once(epochs) == 1
     assert epochs.execute("SELECT resolution FROM candle_repairs").fetchall() == [("unrecoverable",)]
+
+
+# --- a COMMIT whose outcome is unknown, for a fenced writer ------------------------------------
+def _status(db: psycopg.Connection, xid: int, started: dt.datetime) -> str:
+    from collector.store.sql import FENCED_XACT_STATUS
+
+    return db.execute(FENCED_XACT_STATUS, ([xid], [started])).fetchone()[1]
+
+
+def test_a_fenced_transaction_that_logged_itself_is_known_committed(epochs: psycopg.Connection, db_url: str) -> None:
+    with psycopg.connect(db_url) as w, w.transaction():
+        xid, started = w.execute("SELECT pg_current_xact_id()::text::bigint, now()").fetchone()
+        Fence(2, "host-b").flush(w, ["EURUSD"], None, None)
+    assert _status(epochs, xid, started) == "committed"
+
+
+def test_a_committed_id_without_our_flush_log_row_is_not_taken_for_our_commit(
+    epochs: psycopg.Connection, db_url: str
+) -> None:
+    """After a failover the promoted replica may hand our lost transaction's id to another one:
+    pg_xact_status then says committed, but our flush_log row (written first in ours) is absent."""
+    with psycopg.connect(db_url) as w, w.transaction():
+        xid, started = w.execute("SELECT pg_current_xact_id()::text::bigint, now()").fetchone()
+        w.execute("SELECT 1")  # committed, but not one of our fenced flushes
+    assert epochs.execute("SELECT pg_xact_status(%s::text::xid8)", (xid,)).fetchone() == ("committed",)
+    assert _status(epochs, xid, started) == "aborted"
+
+
+def test_an_id_reissued_to_a_later_flush_is_told_apart_by_its_start(epochs: psycopg.Connection, db_url: str) -> None:
+    with psycopg.connect(db_url) as w, w.transaction():
+        xid, started = w.execute("SELECT pg_current_xact_id()::text::bigint, now()").fetchone()
+        Fence(2, "host-b").flush(w, ["EURUSD"], None, None)
+    assert _status(epochs, xid, started - dt.timedelta(seconds=5)) == "aborted"

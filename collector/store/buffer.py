@@ -237,6 +237,7 @@ class MaybeCommitted:
 
     xid: int
     rows: int
+    started: object = None  # the transaction's start (a datetime), to tell it from a reissued id
 
 
 class WriteBuffer:

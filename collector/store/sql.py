@@ -104,8 +104,15 @@ _TICK_GAPS = """INSERT INTO tick_gaps (pair, from_time, to_time, rows, reason)
 SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::int[], %s::text[])"""
 _QUARANTINE = "INSERT INTO quarantine (kind, pair, time, row_data, sqlstate, error) VALUES (%s, %s, %s, %s, %s, %s)"
 _TICK_FIELDS = ("codes", "times", "bids", "asks", "received")
-_XID = "SELECT pg_current_xact_id()::text::bigint"
+_XID = "SELECT pg_current_xact_id()::text::bigint, now()"
 XACT_STATUS = "SELECT x, pg_xact_status(x::text::xid8) FROM unnest(%s::bigint[]) AS x"
+# A fenced writer's transaction logged itself in flush_log first: it committed only if that row is
+# there with its own start. pg_xact_status alone can be wrong after a failover: the promoted
+# replica may have handed the same id to a later transaction if the COMMIT never reached it.
+FENCED_XACT_STATUS = """SELECT x, CASE WHEN s = 'in progress' THEN s
+                 WHEN EXISTS (SELECT 1 FROM flush_log f WHERE f.xid = x::text::xid8 AND f.xact_start = t)
+                 THEN 'committed' ELSE 'aborted' END
+  FROM unnest(%s::bigint[], %s::timestamptz[]) AS u(x, t), pg_xact_status(x::text::xid8) AS s"""
 
 Conn = psycopg.Connection[Any]
 
@@ -206,6 +213,7 @@ class _Tx:
     rows: int = 0
     inserted: int = 0
     xid: int | None = None
+    started: dt.datetime | None = None  # the transaction's now(), which flush_log records too
     committing: bool = False
 
 
@@ -214,7 +222,7 @@ def _transaction(cur: psycopg.Cursor[Any], tx: _Tx, opts: BatchOptions, chunks: 
                  candles: Iterable[CandleKey] = ()) -> Iterator[None]:  # fmt: skip
     with cur.connection.transaction():
         row = cur.execute(_XID).fetchone()
-        tx.xid = int(row[0]) if row else None
+        tx.xid, tx.started = (int(row[0]), row[1]) if row else (None, None)
         if opts.fence is not None:
             opts.fence.flush(cur, *_span(opts.codec.pairs, chunks, candles))
         yield
@@ -280,7 +288,7 @@ def write_batch(conn: Conn, batch: Batch, opts: BatchOptions) -> FlushStats:
             inserted += tx.inserted
     except psycopg.Error as e:
         if tx.committing or not is_permanent(e):
-            maybe = MaybeCommitted(tx.xid, tx.rows) if tx.committing and tx.xid is not None else None
+            maybe = MaybeCommitted(tx.xid, tx.rows, tx.started) if tx.committing and tx.xid is not None else None
             raise BatchFailed(e, committed, inserted, maybe, tx.inserted if maybe else 0) from e
         return _write_isolating(conn, batch, opts, e, start, committed, inserted, counts)
     return _stats(batch, opts, start, sent=committed + tx.rows, inserted=inserted, counts=counts)
@@ -455,7 +463,7 @@ def _write_isolating(conn: Conn, batch: Batch, opts: BatchOptions, first_error: 
             _isolate(cur, sorted(batch.repairs.items()), good_flags, bad_flags)
             _write_records(cur, batch, opts.origin, flags=False)
     except psycopg.Error as e:
-        maybe = MaybeCommitted(tx.xid, tx.rows) if tx.committing and tx.xid is not None else None
+        maybe = MaybeCommitted(tx.xid, tx.rows, tx.started) if tx.committing and tx.xid is not None else None
         raise BatchFailed(e, committed, inserted, maybe, tx.inserted if maybe else 0) from e
     diag = getattr(first_error, "diag", None)
     refusal = Refusal(tuple(sorted(counts.refused)), first_error.sqlstate, getattr(diag, "constraint_name", None),

@@ -25,6 +25,7 @@ from .buffer import WriteBuffer
 from .copy_codec import TickCodec
 from .resume import ResumeState, ResumeWindow, load_state
 from .sql import (
+    FENCED_XACT_STATUS,
     STAGE_CANDLES,
     STAGE_TICKS,
     XACT_STATUS,
@@ -81,6 +82,7 @@ class Writer:
         self._conn: psycopg.Connection[Any] | None = None
         self._flush_lock = threading.Lock()
         self._maybe_inserted: dict[int, int] = {}  # xid of an unknown COMMIT -> rows it would have added
+        self._maybe_started: dict[int, object] = {}  # xid of an unknown COMMIT -> its transaction's start
         self._refusals_logged: set[tuple[Any, ...]] = set()
         b = self.buffer  # the submission side is the buffer's own (bound once: the per-tick path is hot)
         self.wakeup = b.wakeup
@@ -152,6 +154,7 @@ class Writer:
                 self.ticks_written += f.inserted
                 if f.maybe is not None:
                     self._maybe_inserted[f.maybe.xid] = f.maybe_inserted
+                    self._maybe_started[f.maybe.xid] = f.maybe.started
                 self._failed()
                 raise WriterError(f"database write failed: {f}") from f.cause
             except BaseException:
@@ -242,7 +245,12 @@ class Writer:
         if not xids:
             return
         try:
-            rows = conn.execute(XACT_STATUS, (sorted(xids),)).fetchall()
+            ids = sorted(xids)
+            if self._opts.fence is not None:
+                starts = [self._maybe_started.get(x) for x in ids]
+                rows = conn.execute(FENCED_XACT_STATUS, (ids, starts)).fetchall()
+            else:
+                rows = conn.execute(XACT_STATUS, (ids,)).fetchall()
             conn.commit()
         except psycopg.errors.InvalidParameterValue:  # an id from another server (a failover)
             conn.rollback()
@@ -252,6 +260,7 @@ class Writer:
         for xid, committed in status.items():
             if committed is not None:
                 n = self._maybe_inserted.pop(xid, 0)
+                self._maybe_started.pop(xid, None)
                 self.ticks_written += n if committed else 0
         if stored:
             log.info("rows of a commit whose outcome was unknown were stored: not sent again",
