@@ -111,7 +111,7 @@ class Standby:
                 self.prepare()
                 return True
             except psycopg.Error as e:
-                log.warning("database not reachable while standing by; retrying", extra={"error": str(e).strip()})
+                log.warning("database not reachable at start (standing by); retrying", extra={"error": str(e).strip()})
                 self.notifier.status("waiting for the database")
                 self.stopping.wait(delay)
                 delay = min(delay * 2, self.retry_max_s)
