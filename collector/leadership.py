@@ -11,11 +11,13 @@ the monotonic clock, which keeps running while the process is frozen.
 from __future__ import annotations
 
 import enum
+import os
 import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, LiteralString
 
 import psycopg
@@ -86,6 +88,59 @@ def default_node_name() -> str:
     return socket.gethostname()
 
 
+@dataclass(frozen=True)
+class Instance:
+    """The process that holds a lease, as the kernel names it: boot, PID namespace and PID. Two
+    instances on one host compare their boot and namespace, so a PID is only ever looked up
+    where it means the same process."""
+
+    boot_id: str
+    pid_ns: str
+    pid: int
+
+    def __str__(self) -> str:
+        return f"{self.boot_id}/{self.pid_ns}/{self.pid}"
+
+    @classmethod
+    def parse(cls, text: str | None) -> Instance | None:
+        boot_id, _, rest = (text or "").partition("/")
+        pid_ns, _, pid = rest.rpartition("/")
+        return cls(boot_id, pid_ns, int(pid)) if boot_id and pid_ns and pid.isdigit() else None
+
+    @classmethod
+    def current(cls) -> Instance | None:
+        """This process, or None where the kernel does not say (then no lease is ever reclaimed)."""
+        try:
+            boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+            pid_ns = os.readlink("/proc/self/ns/pid")
+        except OSError:
+            return None
+        return cls(boot_id, pid_ns, os.getpid()) if boot_id and "/" not in pid_ns else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
+def dead_predecessor(recorded: str | None, me: Instance | None, alive: Callable[[int], bool] = pid_alive) -> str | None:
+    """`recorded` (the instance holding this holder name's lease) when it is provably dead: the
+    same boot and PID namespace as this process, another PID, and no such process. Anything
+    less certain (another host under the same name, a reboot, PID reused) answers None, and the
+    lease is waited out as before: a live leader is never displaced by its namesake."""
+    prev = Instance.parse(recorded)
+    if me is None or prev is None or (prev.boot_id, prev.pid_ns) != (me.boot_id, me.pid_ns):
+        return None
+    if prev.pid == me.pid or alive(prev.pid):
+        return None  # the same PID is this very process re-executed after it yielded its lease
+    return recorded
+
+
 class Role(enum.StrEnum):
     STANDBY = "standby"  # holds no lease: no IG stream, no writes; tries to acquire
     LEAD = "lead"  # holds a live lease: streams and writes under its epoch
@@ -126,6 +181,7 @@ class LeaseTiming:
 
 
 _STANDBYS = "SELECT leader_standbys(%s, %s)"
+_OWN_INSTANCE = "SELECT instance FROM collector_leader WHERE holder = %s"  # a lease under this name
 
 
 class LeaderState:
@@ -218,6 +274,7 @@ class Lease:
     ) -> None:
         self.url = url
         self.holder = node_name or default_node_name()
+        self.instance = Instance.current()
         self.timing = LeaseTiming(lease_s=lease_s, margin_s=margin_s)
         self.state = LeaderState(self.timing)
         self._clock = clock
@@ -271,7 +328,11 @@ class Lease:
                     self.state.stood_down()
                 sent = self._clock()
             try:
-                epoch = self._call("SELECT leader_acquire(%s, %s)", (self.holder, self.timing.lease_s))
+                dead = dead_predecessor(self._call(_OWN_INSTANCE, (self.holder,)), self.instance)
+                epoch = self._call(
+                    "SELECT leader_acquire(%s, %s, %s, %s)",
+                    (self.holder, self.timing.lease_s, None if self.instance is None else str(self.instance), dead),
+                )
                 standbys = int(self._call(_STANDBYS, (self.holder, self.timing.lease_s))) if epoch is not None else 0
             except psycopg.OperationalError:
                 with self._mu:

@@ -5,6 +5,8 @@ The SQL tests use leases of a fraction of a second so expiry is real, not simula
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,11 +16,13 @@ import pytest
 
 from collector.leadership import (
     FENCED_SQLSTATE,
+    Instance,
     LeaderState,
     Lease,
     LeaseTiming,
     NotLeader,
     Role,
+    dead_predecessor,
     fence,
     is_fenced,
 )
@@ -33,7 +37,7 @@ def lease_db(db: psycopg.Connection) -> Iterator[psycopg.Connection]:
     db.execute("TRUNCATE leader_history, flush_log")
     db.execute(
         "UPDATE collector_leader SET epoch = 0, holder = NULL, since = NULL, expires_at = NULL, renewed_at = NULL, "
-        "barred_holder = NULL, barred_until = NULL"
+        "barred_holder = NULL, barred_until = NULL, instance = NULL"
     )
     yield db
 
@@ -73,6 +77,32 @@ def test_second_holder_is_refused_while_the_lease_is_live(lease_db: psycopg.Conn
 def test_same_holder_name_is_refused_while_its_lease_is_live(lease_db: psycopg.Connection) -> None:
     _acquire(lease_db, "host-a")
     assert _acquire(lease_db, "host-a") is None
+
+
+def _acquire_as(conn: psycopg.Connection, holder: str, instance: str | None, dead: str | None = None) -> int | None:
+    return conn.execute("SELECT leader_acquire(%s, 5, %s, %s)", (holder, instance, dead)).fetchone()[0]
+
+
+def test_same_holder_reclaims_a_live_lease_whose_process_it_names_dead(lease_db: psycopg.Connection) -> None:
+    _acquire_as(lease_db, "host-a", "boot/ns/100")
+    assert _acquire_as(lease_db, "host-a", "boot/ns/200", dead="boot/ns/100") == 2
+    assert lease_db.execute("SELECT holder, instance, alive FROM collector_leadership").fetchone() == (
+        "host-a",
+        "boot/ns/200",
+        True,
+    )
+    assert _history(lease_db) == [(1, "host-a", "restarted"), (2, "host-a", None)]
+
+
+def test_a_reclaim_naming_another_process_than_the_holders_is_refused(lease_db: psycopg.Connection) -> None:
+    _acquire_as(lease_db, "host-a", "boot/ns/100")
+    assert _acquire_as(lease_db, "host-a", "boot/ns/200", dead="boot/ns/99") is None
+
+
+def test_another_holder_cannot_reclaim_a_live_lease_by_naming_its_process(lease_db: psycopg.Connection) -> None:
+    _acquire_as(lease_db, "host-a", "boot/ns/100")
+    assert _acquire_as(lease_db, "host-b", "boot/ns/200", dead="boot/ns/100") is None
+    assert lease_db.execute("SELECT holder, epoch FROM collector_leader").fetchone() == ("host-a", 1)
 
 
 def test_takeover_after_expiry_bumps_the_epoch(lease_db: psycopg.Connection) -> None:
@@ -405,7 +435,69 @@ def test_lease_survives_its_connection_being_killed(lease_db: psycopg.Connection
         assert a.renew() is True  # reconnected
 
 
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: no such process any more
+    return child.pid
+
+
+def test_lease_restarted_on_its_host_takes_back_the_lease_of_its_dead_predecessor(
+    lease_db: psycopg.Connection, db_url: str
+) -> None:
+    me = Instance.current()
+    assert me is not None
+    dead = str(Instance(me.boot_id, me.pid_ns, _dead_pid()))
+    _acquire_as(lease_db, "host-a", dead)
+    with Lease(db_url, node_name="host-a", lease_s=5.0) as a:
+        assert a.try_acquire() == 2
+    assert _history(lease_db)[0] == (1, "host-a", "restarted")
+
+
+def test_lease_waits_while_the_process_holding_its_name_is_alive(lease_db: psycopg.Connection, db_url: str) -> None:
+    me = Instance.current()
+    assert me is not None
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as other:
+        try:
+            _acquire_as(lease_db, "host-a", str(Instance(me.boot_id, me.pid_ns, other.pid)))
+            with Lease(db_url, node_name="host-a", lease_s=5.0) as a:
+                assert a.try_acquire() is None
+        finally:
+            other.kill()
+
+
 # --- the decision rule, no database ----------------------------------------------------------
+
+
+ME = Instance("boot-1", "pid:[4026531836]", 500)
+
+
+def test_instance_round_trips_through_its_text() -> None:
+    assert Instance.parse(str(ME)) == ME
+
+
+def test_instance_parse_refuses_what_it_did_not_write() -> None:
+    assert [Instance.parse(t) for t in (None, "", "host-a", "boot/ns/pid", "/ns/1")] == [None] * 5
+
+
+def test_a_dead_process_of_the_same_boot_and_namespace_is_a_dead_predecessor() -> None:
+    assert dead_predecessor("boot-1/pid:[4026531836]/400", ME, alive=lambda pid: False) == "boot-1/pid:[4026531836]/400"
+
+
+def test_a_live_process_is_not_a_dead_predecessor() -> None:
+    assert dead_predecessor("boot-1/pid:[4026531836]/400", ME, alive=lambda pid: True) is None
+
+
+def test_this_very_process_re_executed_is_not_its_own_dead_predecessor() -> None:
+    assert dead_predecessor(str(ME), ME, alive=lambda pid: False) is None
+
+
+def test_another_boot_or_namespace_is_never_judged_dead() -> None:
+    others = ("boot-0/pid:[4026531836]/400", "boot-1/pid:[4026532000]/400")
+    assert [dead_predecessor(o, ME, alive=lambda pid: False) for o in others] == [None, None]
+
+
+def test_nothing_is_reclaimed_where_the_kernel_names_no_instance() -> None:
+    assert dead_predecessor("boot-1/pid:[4026531836]/400", None, alive=lambda pid: False) is None
 
 
 class Clock:

@@ -46,8 +46,8 @@ def duo(scenario: Callable[..., Scenario]) -> Iterator[Callable[..., Duo]]:
     killed at the end if still alive (before the scenario's own teardown records it)."""
     made: list[Duo] = []
 
-    def make(name: str, fault: str, *, db_proxies: bool = False, **kw: Any) -> Duo:
-        d = Duo.of(scenario(name, fault, **kw), db_proxies=db_proxies)
+    def make(name: str, fault: str, *, db_proxies: bool = False, names: tuple[str, ...] = ("a", "b"), **kw: Any) -> Duo:
+        d = Duo.of(scenario(name, fault, **kw), names, db_proxies=db_proxies)
         made.append(d)
         return d
 
@@ -87,6 +87,32 @@ def test_leader_kill9_the_standby_leads_within_15_s_and_repairs_the_gap(duo) -> 
     d.finish(t0)
     assert [(e, h) for e, h, *_ in d.epochs()] == [(1, "a"), (2, "b")]
     assert d.epochs()[0][4] == "taken_over"
+    _assert_gap_repaired(d, killed_ms, led_ms)
+
+
+def test_leader_kill9_and_restarted_on_its_own_host_takes_its_lease_back_without_waiting_it_out(duo) -> None:
+    d = duo(
+        "leader restarted on its own host after kill -9",
+        "the only collector SIGKILLed 1 simulated minute into a 5m bucket and started again at once, as systemd does",
+        names=("a",),
+    )
+    (a,) = d.nodes
+    t0 = d.start()
+    d.s.sleep_until_phase("5m", 1.0, min_wait_min=2)
+    killed_ms = d.s.sim.now_ms()
+    a.proc.kill9()
+    a.proc.start()
+    wait_for(lambda: a.leads() and a.metric("leader_epoch") == 2, 3 * TAKEOVER_LIMIT_S, "a to lead again", interval=0.1)
+    led_ms = d.s.sim.now_ms()
+    wait_for(lambda: d.first_tick_commit(2) is not None, 30, "epoch 2's first tick rows")
+    d.s.collect(6)
+    d.s.recovered = "the restarted collector reclaimed its dead predecessor's lease and repaired the gap from REST"
+    d.s.notes["gap_sim_minutes"] = sim_minutes(killed_ms, led_ms)
+    d.finish(t0)
+    (_, _, _, until, reason), (_, _, since, _, _) = d.epochs()
+    assert [(e, h) for e, h, *_ in d.epochs()] == [(1, "a"), (2, "a")]
+    assert reason == "restarted"  # taken back while its lease was still live, not after it lapsed
+    assert until == since
     _assert_gap_repaired(d, killed_ms, led_ms)
 
 
